@@ -1,0 +1,106 @@
+/**
+ * The LMDB index of the staging cache: the only module that touches LMDB. One record per staged
+ * object and a set of cumulative counters. The mount process writes; admin commands open it
+ * read-only while the mount runs (LMDB serves concurrent readers across processes).
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { open, type Database, type RootDatabase } from 'lmdb';
+
+export type EntryState = 'fetching' | 'partial' | 'complete' | 'uploading';
+
+export interface EntryRecord {
+  id: string;
+  bucket: string;
+  key: string;
+  etag: string;
+  size: number;
+  /** Object mtime, ms since the epoch. */
+  mtime: number;
+  blockSize: number;
+  /** Bitmap of staged blocks; a bit is set only after the block's bytes are durable on disk. */
+  blocks: Uint8Array;
+  stagedBytes: number;
+  /** ms since the epoch. */
+  lastAccess: number;
+  openHandles: number;
+  pinned: boolean;
+  dirty: boolean;
+  state: EntryState;
+}
+
+export const COUNTER_NAMES = ['hits', 'misses', 'bytesFetched', 'evictions', 'bypassedReads'] as const;
+export type CounterName = (typeof COUNTER_NAMES)[number];
+export type Counters = Record<CounterName, number>;
+
+export function zeroCounters(): Counters {
+  return { hits: 0, misses: 0, bytesFetched: 0, evictions: 0, bypassedReads: 0 };
+}
+
+export class CacheIndex {
+  private constructor(
+    private readonly root: RootDatabase,
+    private readonly entriesDb: Database<EntryRecord, string>,
+    private readonly countersDb: Database<number, string>,
+  ) {}
+
+  static open(cacheDir: string, options: { readOnly?: boolean } = {}): CacheIndex {
+    const path = join(cacheDir, 'index');
+    if (!options.readOnly) mkdirSync(path, { recursive: true });
+    const root = open({ path, maxDbs: 4, readOnly: options.readOnly ?? false, compression: false });
+    return new CacheIndex(
+      root,
+      root.openDB<EntryRecord, string>({ name: 'entries' }),
+      root.openDB<number, string>({ name: 'counters' }),
+    );
+  }
+
+  entries(): EntryRecord[] {
+    return [...this.entriesDb.getRange()].map(({ value }) => value);
+  }
+
+  get(id: string): EntryRecord | undefined {
+    return this.entriesDb.get(id);
+  }
+
+  put(record: EntryRecord): Promise<boolean> {
+    return this.entriesDb.put(record.id, record);
+  }
+
+  remove(id: string): Promise<boolean> {
+    return this.entriesDb.remove(id);
+  }
+
+  /** Removes the record in one transaction if `mayRemove` still holds for what is stored. */
+  removeIf(id: string, mayRemove: (record: EntryRecord) => boolean): Promise<boolean> {
+    return this.entriesDb.transaction(() => {
+      const record = this.entriesDb.get(id);
+      if (!record || !mayRemove(record)) return false;
+      this.entriesDb.removeSync(id);
+      return true;
+    });
+  }
+
+  counters(): Counters {
+    const counters = zeroCounters();
+    for (const name of COUNTER_NAMES) counters[name] = this.countersDb.get(name) ?? 0;
+    return counters;
+  }
+
+  addCounters(delta: Counters): Promise<void> {
+    return this.countersDb.transaction(() => {
+      for (const name of COUNTER_NAMES) {
+        if (delta[name]) this.countersDb.putSync(name, (this.countersDb.get(name) ?? 0) + delta[name]);
+      }
+    });
+  }
+
+  /** Resolves when every write so far is committed and synced. */
+  async flushed(): Promise<void> {
+    await this.root.flushed;
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+}

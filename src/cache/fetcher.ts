@@ -1,0 +1,140 @@
+/**
+ * Faults blocks into staging files with ranged GETs. One GET covers a run of adjacent missing
+ * blocks; its body is written block by block, and each block is marked staged (and its waiters
+ * woken) only once its bytes are on disk. Readers of a block already in flight wait on that fetch.
+ */
+import createDebug from 'debug';
+import { StoreError, errorMessage } from '../errors';
+import type { ObjectStore } from '../store/object-store';
+import { Deferred, sleep } from '../util/deferred';
+import type { StagedFiles } from './staged-files';
+import type { StagedObject } from './staged-object';
+
+const debug = createDebug('stagefs:fetch');
+
+const MAX_ATTEMPTS = 4;
+const RETRY_BASE_MS = 100;
+
+/** No cache space could be had (reservation refused, or the disk is full): serve by bypass. */
+export class NoCacheSpace extends Error {
+  constructor(reason: string) {
+    super(reason);
+    this.name = 'NoCacheSpace';
+  }
+}
+
+export interface FetcherHooks {
+  /** Reserves cache space for `bytes`; false when no room can be made. */
+  reserve(bytes: number): Promise<boolean>;
+  /** Reserved bytes that became staged. */
+  committed(object: StagedObject, bytes: number): void;
+  /** Reserved bytes given back unused. */
+  released(bytes: number): void;
+  fetched(bytes: number): void;
+}
+
+export class Fetcher {
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly files: StagedFiles,
+    private readonly hooks: FetcherHooks,
+  ) {}
+
+  /**
+   * Starts fetching blocks first..last, which the caller found neither staged nor in flight.
+   * Returns when the fetch ends; waiters use the per-block promises in `object.inflight`.
+   */
+  fetch(object: StagedObject, first: number, last: number): Promise<void> {
+    const waiters = new Map<number, Deferred>();
+    for (let block = first; block <= last; block++) {
+      const deferred = new Deferred();
+      waiters.set(block, deferred);
+      object.inflight.set(block, deferred);
+    }
+    object.activeFetches++;
+    return this.run(object, first, last, waiters).finally(() => {
+      object.activeFetches--;
+      for (const [block, deferred] of waiters) {
+        if (object.inflight.get(block) === deferred) object.inflight.delete(block);
+      }
+    });
+  }
+
+  private async run(object: StagedObject, first: number, last: number, waiters: Map<number, Deferred>): Promise<void> {
+    let unwritten = object.spanLength(first, last);
+    let next = first;
+    try {
+      if (!(await this.hooks.reserve(unwritten))) {
+        unwritten = 0;
+        throw new NoCacheSpace(`no cache space for ${object.spanLength(first, last)} bytes`);
+      }
+      const file = await object.openFile(this.files);
+      for (let attempt = 1; next <= last; attempt++) {
+        try {
+          next = await this.stream(object, next, last, async (block, bytes) => {
+            await file.write(bytes, 0, bytes.length, object.blockStart(block));
+            const staged = object.markStaged(block);
+            unwritten -= bytes.length;
+            this.hooks.committed(object, staged);
+            this.hooks.released(bytes.length - staged);
+            waiters.get(block)?.resolve();
+          });
+        } catch (err) {
+          if (!isRetryable(err) || attempt >= MAX_ATTEMPTS) throw err;
+          debug('%s: retrying blocks %d..%d after: %s', object.key, next, last, errorMessage(err));
+          await sleep(RETRY_BASE_MS * 4 ** (attempt - 1));
+        }
+      }
+    } catch (err) {
+      const failure = isDiskFull(err) ? new NoCacheSpace(`cache disk full: ${errorMessage(err)}`) : err;
+      if (!(failure instanceof NoCacheSpace)) debug('%s: fetch of blocks %d..%d failed: %s', object.key, next, last, errorMessage(err));
+      for (let block = next; block <= last; block++) waiters.get(block)?.reject(failure);
+      if (unwritten > 0) this.hooks.released(unwritten);
+    }
+  }
+
+  /** GETs blocks from..last and hands each complete block to `write`; returns the block after the last written. */
+  private async stream(
+    object: StagedObject,
+    from: number,
+    last: number,
+    write: (block: number, bytes: Buffer) => Promise<void>,
+  ): Promise<number> {
+    const start = object.blockStart(from);
+    const end = start + object.spanLength(from, last);
+    const body = await this.store.getRange(object.key, start, end, object.etag);
+    let block = from;
+    let buffer = Buffer.allocUnsafe(object.blockLength(block));
+    let filled = 0;
+    for await (const chunk of body) {
+      let offset = 0;
+      while (offset < chunk.length) {
+        if (block > last) throw new StoreError('Server', `${object.key}: the store sent more bytes than asked`);
+        const take = Math.min(chunk.length - offset, buffer.length - filled);
+        buffer.set(chunk.subarray(offset, offset + take), filled);
+        filled += take;
+        offset += take;
+        this.hooks.fetched(take);
+        if (filled === buffer.length) {
+          await write(block, buffer);
+          block++;
+          if (block <= last) buffer = Buffer.allocUnsafe(object.blockLength(block));
+          filled = 0;
+        }
+      }
+    }
+    if (block <= last) throw new StoreError('Server', `${object.key}: the response ended early at block ${block}`);
+    return block;
+  }
+}
+
+function isRetryable(err: unknown): boolean {
+  if (err instanceof StoreError) return err.kind === 'Server' || err.kind === 'Timeout' || err.kind === 'Unreachable';
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || (err as Error).name === 'AbortError';
+}
+
+function isDiskFull(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}

@@ -1,0 +1,54 @@
+/** The usage and help text of every command. */
+import { DEFAULTS } from '../config';
+
+export const USAGE: Record<string, string> = {
+  mount:
+    'usage: stagefs mount s3://BUCKET[/PREFIX] MOUNTPOINT [--endpoint URL] [--region R] [--path-style]\n' +
+    '    [--cache-dir DIR] [--cache-size SIZE] [--block-size SIZE] [--metadata-ttl DURATION]\n' +
+    '    [--read-only] [--foreground] [--allow-other] [--uid N] [--gid N]',
+  unmount: 'usage: stagefs unmount MOUNTPOINT',
+  demo: 'usage: stagefs demo [MOUNTPOINT]',
+};
+
+export const HELP: Record<string, string> = {
+  mount: `${USAGE.mount}
+
+Mounts a bucket (or a prefix of it) read-only at MOUNTPOINT. Reads fault the bytes they need into
+a local staging cache; later reads come from local disk.
+
+  --endpoint URL          S3 endpoint (default: AWS_ENDPOINT_URL_S3, else AWS)
+  --region R              region (default: AWS_REGION, else ${DEFAULTS.region})
+  --path-style            path-style addressing (automatic for IP and localhost endpoints)
+  --cache-dir DIR         staging cache and its index (default: /var/cache/stagefs as root,
+                          else ~/.cache/stagefs); one mount per cache dir
+  --cache-size SIZE       bound on staged plus reserved bytes (default ${DEFAULTS.cacheSize})
+  --block-size SIZE       unit of fetching and staging (default ${DEFAULTS.blockSize})
+  --metadata-ttl DURATION how long listings and stats are trusted (default ${DEFAULTS.metadataTtl})
+  --read-only             refuse every change (EROFS)
+  --foreground            stay attached; Ctrl-C or SIGTERM unmounts
+  --allow-other           let other users reach the mount (permissions are checked)
+  --uid N, --gid N        owner shown for every file (default: the mounting user)
+
+Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE. Flags win over the
+environment. Sizes: 4096, 512MiB, 10GiB. Durations: 500ms, 30s, 10m, 24h.
+Without --foreground the command returns once the mount is up; the daemon logs to
+CACHE_DIR/stagefs.log (set DEBUG=stagefs:* for detail).`,
+  unmount: `${USAGE.unmount}
+
+Unmounts a stagefs mount and waits for its daemon to finish. Fails, changing nothing, while
+the mount is busy.`,
+  demo: `${USAGE.demo}
+
+Starts an embedded S3 server on 127.0.0.1 with sample data shaped like cloud secondary storage
+(templates, an ISO, snapshots) and mounts it at MOUNTPOINT (default ./mnt). Ctrl-C unmounts and
+removes everything the demo made.`,
+};
+
+export const MAIN_USAGE = `usage: stagefs <command> [options]
+
+commands:
+  mount     mount an S3 bucket as a POSIX tree
+  unmount   unmount a stagefs mount
+  demo      mount sample data from an embedded S3 server
+
+Run 'stagefs <command> --help' for a command's options.`;

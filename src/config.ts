@@ -1,0 +1,198 @@
+/**
+ * The one typed, validated configuration of a mount. Sizes and durations are parsed here, once,
+ * and every error names the option it came from.
+ */
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { UsageError } from './errors';
+import { parseDuration, parseSize, UnitParseError } from './units';
+
+export interface BucketLocation {
+  bucket: string;
+  /** Key prefix the mount shows as its root: empty, or ending in '/'. */
+  prefix: string;
+}
+
+export interface StoreConfig extends BucketLocation {
+  endpoint: string | undefined;
+  region: string;
+  pathStyle: boolean;
+}
+
+export interface CacheConfig {
+  dir: string;
+  capacityBytes: number;
+  blockSize: number;
+  /** Idle time after which an unused entry is evicted; 0 turns age eviction off. */
+  maxAgeMs: number;
+  sweepIntervalMs: number;
+  /** Fractions of capacity: crossing the high mark evicts down to the low mark. */
+  highWatermark: number;
+  lowWatermark: number;
+}
+
+export type EngineName = 'native' | 'fuse-native';
+
+export interface MountConfig {
+  store: StoreConfig;
+  cache: CacheConfig;
+  mountpoint: string;
+  metadataTtlMs: number;
+  readOnly: boolean;
+  foreground: boolean;
+  allowOther: boolean;
+  uid: number;
+  gid: number;
+  engine: EngineName | undefined;
+}
+
+/** Option values as the command line gives them: strings and booleans, not yet checked. */
+export interface MountOptions {
+  endpoint?: string;
+  region?: string;
+  'path-style'?: boolean;
+  'cache-dir'?: string;
+  'cache-size'?: string;
+  'block-size'?: string;
+  'metadata-ttl'?: string;
+  'max-age'?: string;
+  'sweep-interval'?: string;
+  'high-watermark'?: string;
+  'low-watermark'?: string;
+  'read-only'?: boolean;
+  foreground?: boolean;
+  'allow-other'?: boolean;
+  uid?: string;
+  gid?: string;
+  engine?: string;
+}
+
+export const DEFAULTS = {
+  cacheSize: '10GiB',
+  blockSize: '1MiB',
+  metadataTtl: '60s',
+  maxAge: '7d',
+  sweepInterval: '1m',
+  highWatermark: '95%',
+  lowWatermark: '85%',
+  region: 'us-east-1',
+} as const;
+
+const MIN_BLOCK_SIZE = 4096;
+const MAX_BLOCK_SIZE = 64 * 1024 * 1024;
+
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (process.getuid?.() === 0) return '/var/cache/stagefs';
+  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stagefs');
+}
+
+/** "s3://bucket/some/prefix" -> { bucket, prefix: "some/prefix/" }. */
+export function parseBucketUrl(url: string): BucketLocation {
+  const match = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(url);
+  if (!match) throw new UsageError(`'${url}' is not an S3 location; expected s3://BUCKET[/PREFIX]`);
+  const bucket = match[1];
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$/.test(bucket)) {
+    throw new UsageError(`'${bucket}' is not a valid bucket name`);
+  }
+  const segments = (match[2] ?? '').split('/').filter((s) => s.length > 0);
+  if (segments.some((s) => s === '.' || s === '..')) {
+    throw new UsageError(`prefix '${match[2]}' may not contain '.' or '..' segments`);
+  }
+  return { bucket, prefix: segments.length ? segments.join('/') + '/' : '' };
+}
+
+function option<T>(name: string, text: string, parse: (text: string) => T): T {
+  try {
+    return parse(text);
+  } catch (err) {
+    if (err instanceof UnitParseError) throw new UsageError(`--${name}: ${err.message}`);
+    throw err;
+  }
+}
+
+function watermark(name: string, text: string): number {
+  const match = /^(\d+(?:\.\d+)?)%$/.exec(text.trim());
+  const value = match ? Number(match[1]) / 100 : Number.NaN;
+  if (!(value > 0 && value <= 1)) throw new UsageError(`--${name}: '${text}' is not a percentage between 1% and 100%`);
+  return value;
+}
+
+function id(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  if (!/^\d+$/.test(text)) throw new UsageError(`--${name}: '${text}' is not a numeric id`);
+  return Number(text);
+}
+
+function endpointUrl(text: string | undefined): string | undefined {
+  if (!text) return undefined;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`--endpoint: '${text}' is not a URL (example: http://127.0.0.1:9000)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new UsageError(`--endpoint: '${text}' must start with http:// or https://`);
+  }
+  return text.replace(/\/+$/, '');
+}
+
+/** Path-style addressing is the only one that works against an IP or localhost endpoint. */
+function needsPathStyle(endpoint: string | undefined): boolean {
+  if (!endpoint) return false;
+  const host = new URL(endpoint).hostname;
+  return host === 'localhost' || /^[\d.]+$/.test(host) || host.startsWith('[');
+}
+
+export function buildCacheConfig(options: MountOptions, env: NodeJS.ProcessEnv = process.env): CacheConfig {
+  const blockSize = option('block-size', options['block-size'] ?? DEFAULTS.blockSize, parseSize);
+  if (blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || blockSize % MIN_BLOCK_SIZE !== 0) {
+    throw new UsageError('--block-size: must be a multiple of 4KiB between 4KiB and 64MiB');
+  }
+  const capacityBytes = option('cache-size', options['cache-size'] ?? DEFAULTS.cacheSize, parseSize);
+  const highWatermark = watermark('high-watermark', options['high-watermark'] ?? DEFAULTS.highWatermark);
+  const lowWatermark = watermark('low-watermark', options['low-watermark'] ?? DEFAULTS.lowWatermark);
+  if (lowWatermark > highWatermark) throw new UsageError('--low-watermark must not be above --high-watermark');
+  const sweepIntervalMs = option('sweep-interval', options['sweep-interval'] ?? DEFAULTS.sweepInterval, parseDuration);
+  if (sweepIntervalMs < 100) throw new UsageError('--sweep-interval: must be at least 100ms');
+  return {
+    dir: resolve(options['cache-dir'] ?? defaultCacheDir(env)),
+    capacityBytes,
+    blockSize,
+    maxAgeMs: option('max-age', options['max-age'] ?? DEFAULTS.maxAge, parseDuration),
+    sweepIntervalMs,
+    highWatermark,
+    lowWatermark,
+  };
+}
+
+export function buildMountConfig(
+  source: string,
+  mountpoint: string,
+  options: MountOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): MountConfig {
+  const location = parseBucketUrl(source);
+  const endpoint = endpointUrl(options.endpoint ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL);
+  const engine = options.engine;
+  if (engine !== undefined && engine !== 'native' && engine !== 'fuse-native') {
+    throw new UsageError(`--engine: '${engine}' is not an engine; choose native or fuse-native`);
+  }
+  return {
+    store: {
+      ...location,
+      endpoint,
+      region: options.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? DEFAULTS.region,
+      pathStyle: options['path-style'] ?? needsPathStyle(endpoint),
+    },
+    cache: buildCacheConfig(options, env),
+    mountpoint: resolve(mountpoint),
+    metadataTtlMs: option('metadata-ttl', options['metadata-ttl'] ?? DEFAULTS.metadataTtl, parseDuration),
+    readOnly: options['read-only'] ?? false,
+    foreground: options.foreground ?? false,
+    allowOther: options['allow-other'] ?? false,
+    uid: id('uid', options.uid, process.getuid?.() ?? 0),
+    gid: id('gid', options.gid, process.getgid?.() ?? 0),
+    engine,
+  };
+}

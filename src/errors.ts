@@ -1,0 +1,108 @@
+/**
+ * Typed errors of every layer, and the one place where they become errno values for FUSE.
+ */
+import { constants } from 'node:os';
+
+export type ErrnoCode =
+  | 'EPERM'
+  | 'ENOENT'
+  | 'EIO'
+  | 'EBADF'
+  | 'EACCES'
+  | 'EBUSY'
+  | 'EEXIST'
+  | 'EXDEV'
+  | 'ENOTDIR'
+  | 'EISDIR'
+  | 'EINVAL'
+  | 'EFBIG'
+  | 'ENOSPC'
+  | 'EROFS'
+  | 'ENAMETOOLONG'
+  | 'ENOTEMPTY'
+  | 'ENOTSUP'
+  | 'ENODATA'
+  | 'ETIMEDOUT';
+
+/** A filesystem operation's failure, carrying the errno the caller will see. */
+export class FsError extends Error {
+  constructor(
+    readonly code: ErrnoCode,
+    message: string = code,
+  ) {
+    super(message);
+    this.name = 'FsError';
+  }
+}
+
+export type StoreErrorKind =
+  | 'NotFound'
+  | 'NoSuchBucket'
+  | 'AccessDenied'
+  | 'InvalidCredentials'
+  | 'PreconditionFailed'
+  | 'InvalidRange'
+  | 'Unreachable'
+  | 'Timeout'
+  | 'Server';
+
+/** A failure of the object store, classified so callers can decide without parsing messages. */
+export class StoreError extends Error {
+  constructor(
+    readonly kind: StoreErrorKind,
+    message: string,
+    override readonly cause?: unknown,
+  ) {
+    super(message);
+    this.name = 'StoreError';
+  }
+}
+
+/** Bad command line or configuration: printed as one line with the usage. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+/** A command that cannot proceed for a reason the user can act on: printed as one line. */
+export class CommandError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CommandError';
+  }
+}
+
+const STORE_ERRNO: Record<StoreErrorKind, ErrnoCode> = {
+  NotFound: 'ENOENT',
+  NoSuchBucket: 'EIO',
+  AccessDenied: 'EACCES',
+  InvalidCredentials: 'EACCES',
+  PreconditionFailed: 'EIO',
+  InvalidRange: 'EIO',
+  Unreachable: 'EIO',
+  Timeout: 'EIO',
+  Server: 'EIO',
+};
+
+const NODE_CODES = new Set<string>(['ENOENT', 'ENOSPC', 'EACCES', 'EBADF', 'EEXIST', 'ENOTDIR', 'EISDIR', 'EFBIG', 'EDQUOT']);
+
+/** The errno code any thrown value maps to; unknown failures are EIO. */
+export function errnoCodeOf(err: unknown): ErrnoCode {
+  if (err instanceof FsError) return err.code;
+  if (err instanceof StoreError) return STORE_ERRNO[err.kind];
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EDQUOT') return 'ENOSPC';
+  if (code && NODE_CODES.has(code)) return code as ErrnoCode;
+  return 'EIO';
+}
+
+/** The negative errno number FUSE replies carry. */
+export function negativeErrno(err: unknown): number {
+  return -constants.errno[errnoCodeOf(err)];
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,37 @@
+/** The part of s3rver (which ships no types) that stagefs uses. */
+declare module 's3rver' {
+  import type { Server } from 'node:http';
+
+  interface S3rverOptions {
+    address?: string;
+    port?: number;
+    directory: string;
+    silent?: boolean;
+    configureBuckets?: Array<{ name: string }>;
+  }
+
+  class S3rver {
+    constructor(options: S3rverOptions);
+    httpServer: Server;
+    run(): Promise<{ address: string; port: number }>;
+    close(): Promise<void>;
+  }
+
+  export = S3rver;
+}
+
+declare module 's3rver/lib/stores/filesystem' {
+  class FilesystemStore {
+    getBucketPath(bucket: string): string;
+    getMetadata(bucket: string, key: string): Promise<Record<string, string>>;
+    listObjects(bucket: string, options: Record<string, unknown>): Promise<unknown>;
+  }
+  export = FilesystemStore;
+}
+
+declare module 's3rver/lib/models/object' {
+  class S3Object {
+    constructor(bucket: string, key: string, content: null, metadata: Record<string, string>);
+  }
+  export = S3Object;
+}

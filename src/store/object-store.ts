@@ -1,0 +1,49 @@
+/**
+ * What stagefs needs of an object store. Keys are full object keys (prefix included);
+ * nothing here knows about FUSE, paths or the cache.
+ */
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  /** The store's ETag, quotes included, as it must be sent back in If-Match. */
+  etag: string;
+  mtime: Date;
+  /** User metadata (x-amz-meta-*), present when the object was read with HEAD. */
+  metadata?: Record<string, string>;
+}
+
+export interface ListPage {
+  objects: ObjectInfo[];
+  /** Common prefixes, each ending in the delimiter. */
+  prefixes: string[];
+  continuationToken: string | undefined;
+}
+
+export interface ListOptions {
+  delimiter?: string;
+  continuationToken?: string;
+  maxKeys?: number;
+}
+
+export interface ObjectStore {
+  /** A human description such as "s3://bucket at http://127.0.0.1:9000", for messages. */
+  readonly description: string;
+
+  /** Resolves when the bucket exists and the credentials may list it; throws StoreError otherwise. */
+  checkAccess(prefix: string): Promise<void>;
+
+  list(prefix: string, options?: ListOptions): Promise<ListPage>;
+
+  /** The object's info, or undefined when there is no such key. */
+  head(key: string): Promise<ObjectInfo | undefined>;
+
+  /**
+   * The bytes [start, end) of the object, as it is at `etag`. Throws StoreError 'PreconditionFailed'
+   * when the object no longer has that ETag, so a reader never mixes two versions.
+   */
+  getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+
+  /** Stores `body` whole under `key`; returns the new object's info. */
+  put(key: string, body: Uint8Array, metadata?: Record<string, string>): Promise<ObjectInfo>;
+}

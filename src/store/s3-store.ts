@@ -1,0 +1,180 @@
+/** ObjectStore over S3 (or any S3-compatible server) with @aws-sdk/client-s3. */
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import {
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import createDebug from 'debug';
+import type { StoreConfig } from '../config';
+import { StoreError, type StoreErrorKind } from '../errors';
+import type { ListOptions, ListPage, ObjectInfo, ObjectStore } from './object-store';
+
+const debug = createDebug('stagefs:store');
+
+const MAX_SOCKETS = 128;
+const CONNECT_TIMEOUT_MS = 5_000;
+/** Socket inactivity, not total duration: a long GET that keeps streaming is never cut. */
+const IDLE_TIMEOUT_MS = 30_000;
+const MAX_ATTEMPTS = 4;
+
+const KIND_BY_NAME: Record<string, StoreErrorKind> = {
+  NoSuchKey: 'NotFound',
+  NotFound: 'NotFound',
+  NoSuchBucket: 'NoSuchBucket',
+  AccessDenied: 'AccessDenied',
+  Forbidden: 'AccessDenied',
+  InvalidAccessKeyId: 'InvalidCredentials',
+  SignatureDoesNotMatch: 'InvalidCredentials',
+  CredentialsProviderError: 'InvalidCredentials',
+  PreconditionFailed: 'PreconditionFailed',
+  InvalidRange: 'InvalidRange',
+  TimeoutError: 'Timeout',
+  RequestTimeout: 'Timeout',
+};
+
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNRESET', 'EPIPE']);
+
+export class S3Store implements ObjectStore {
+  readonly description: string;
+  private readonly client: S3Client;
+  private readonly bucket: string;
+
+  constructor(config: StoreConfig) {
+    this.bucket = config.bucket;
+    this.description = `s3://${config.bucket} at ${config.endpoint ?? `AWS ${config.region}`}`;
+    const agentOptions = { keepAlive: true, maxSockets: MAX_SOCKETS };
+    this.client = new S3Client({
+      region: config.region,
+      endpoint: config.endpoint,
+      forcePathStyle: config.pathStyle,
+      maxAttempts: MAX_ATTEMPTS,
+      // Checksums the SDK adds by default are not understood by every S3-compatible server.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: {
+        httpAgent: new HttpAgent(agentOptions),
+        httpsAgent: new HttpsAgent(agentOptions),
+        connectionTimeout: CONNECT_TIMEOUT_MS,
+        socketTimeout: IDLE_TIMEOUT_MS,
+      },
+    });
+  }
+
+  async checkAccess(prefix: string): Promise<void> {
+    await this.list(prefix, { maxKeys: 1, delimiter: '/' });
+  }
+
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
+    const output = await this.call(`list ${prefix}`, () =>
+      this.client.send(
+        new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: prefix || undefined,
+          Delimiter: options.delimiter,
+          ContinuationToken: options.continuationToken,
+          MaxKeys: options.maxKeys,
+        }),
+      ),
+    );
+    return {
+      objects: (output.Contents ?? []).map((item) => ({
+        key: item.Key ?? '',
+        size: item.Size ?? 0,
+        etag: item.ETag ?? '',
+        mtime: item.LastModified ?? new Date(0),
+      })),
+      prefixes: (output.CommonPrefixes ?? []).map((p) => p.Prefix ?? '').filter((p) => p.length > 0),
+      continuationToken: output.IsTruncated ? output.NextContinuationToken : undefined,
+    };
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const output = await this.call(`head ${key}`, () =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
+      );
+      return {
+        key,
+        size: output.ContentLength ?? 0,
+        etag: output.ETag ?? '',
+        mtime: output.LastModified ?? new Date(0),
+        metadata: output.Metadata ?? {},
+      };
+    } catch (err) {
+      if (err instanceof StoreError && err.kind === 'NotFound') return undefined;
+      throw err;
+    }
+  }
+
+  async getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    const output = await this.call(`get ${key} [${start}, ${end})`, () =>
+      this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}`, IfMatch: etag }),
+        { abortSignal: signal },
+      ),
+    );
+    const body = output.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
+    // Servers that ignore If-Match still name the version they sent; refuse any other.
+    if (output.ETag && output.ETag !== etag) {
+      body?.destroy?.();
+      throw new StoreError('PreconditionFailed', `${key} changed in the store (ETag ${output.ETag}, expected ${etag})`);
+    }
+    if (!body) throw new StoreError('Server', `get ${key}: the response has no body`);
+    return body;
+  }
+
+  async put(key: string, body: Uint8Array, metadata: Record<string, string> = {}): Promise<ObjectInfo> {
+    const output = await this.call(`put ${key}`, () =>
+      this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, Metadata: metadata }),
+      ),
+    );
+    return { key, size: body.length, etag: output.ETag ?? '', mtime: new Date(), metadata };
+  }
+
+  private async call<T>(what: string, request: () => Promise<T>): Promise<T> {
+    try {
+      return await request();
+    } catch (err) {
+      const classified = this.classify(what, err);
+      debug('%s failed: %s', what, classified.message);
+      throw classified;
+    }
+  }
+
+  private classify(what: string, err: unknown): StoreError {
+    if (err instanceof StoreError) return err;
+    const e = err as Error & { code?: string; $metadata?: { httpStatusCode?: number } };
+    const status = e.$metadata?.httpStatusCode;
+    let kind: StoreErrorKind | undefined = KIND_BY_NAME[e.name];
+    if (!kind && e.code && UNREACHABLE_CODES.has(e.code)) kind = 'Unreachable';
+    if (!kind && status === 404) kind = 'NotFound';
+    if (!kind && status === 403) kind = 'AccessDenied';
+    if (!kind && status === 412) kind = 'PreconditionFailed';
+    if (!kind && e.name === 'AbortError') kind = 'Timeout';
+    kind ??= 'Server';
+    return new StoreError(kind, `${what}: ${describe(kind, e, this.description)}`, err);
+  }
+}
+
+function describe(kind: StoreErrorKind, err: Error & { code?: string }, where: string): string {
+  switch (kind) {
+    case 'NoSuchBucket':
+      return `the bucket does not exist (${where})`;
+    case 'InvalidCredentials':
+      return err.name === 'CredentialsProviderError'
+        ? 'no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE'
+        : `the credentials were refused (${err.name}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`;
+    case 'AccessDenied':
+      return `access denied by ${where}`;
+    case 'Unreachable':
+      return `cannot reach ${where} (${err.code ?? err.message})`;
+    default:
+      return err instanceof S3ServiceException ? `${err.name}: ${err.message}` : err.message || err.name;
+  }
+}
