@@ -91,7 +91,7 @@ export function parseBucketUrl(url: string): BucketLocation {
   const match = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(url);
   if (!match) throw new UsageError(`'${url}' is not an S3 location; expected s3://BUCKET[/PREFIX]`);
   const bucket = match[1];
-  if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$/.test(bucket)) {
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{0,254}$/.test(bucket)) {
     throw new UsageError(`'${bucket}' is not a valid bucket name`);
   }
   const segments = (match[2] ?? '').split('/').filter((s) => s.length > 0);

@@ -69,9 +69,12 @@ export class Fetcher {
         throw new NoCacheSpace(`no cache space for ${object.spanLength(first, last)} bytes`);
       }
       const file = await object.openFile(this.files);
+      // The SDK retries a request that fails outright; a body that breaks midway resumes here
+      // from the first block not yet written.
       for (let attempt = 1; next <= last; attempt++) {
+        const body = await this.store.getRange(object.key, object.blockStart(next), object.blockStart(next) + object.spanLength(next, last), object.etag);
         try {
-          next = await this.stream(object, next, last, async (block, bytes) => {
+          next = await this.stream(object, body, next, last, async (block, bytes) => {
             await file.write(bytes, 0, bytes.length, object.blockStart(block));
             const staged = object.markStaged(block);
             unwritten -= bytes.length;
@@ -80,8 +83,8 @@ export class Fetcher {
             waiters.get(block)?.resolve();
           });
         } catch (err) {
-          if (!isRetryable(err) || attempt >= MAX_ATTEMPTS) throw err;
-          debug('%s: retrying blocks %d..%d after: %s', object.key, next, last, errorMessage(err));
+          if (!isBrokenStream(err) || attempt >= MAX_ATTEMPTS) throw err;
+          debug('%s: resuming blocks %d..%d after: %s', object.key, next, last, errorMessage(err));
           await sleep(RETRY_BASE_MS * 4 ** (attempt - 1));
         }
       }
@@ -93,16 +96,14 @@ export class Fetcher {
     }
   }
 
-  /** GETs blocks from..last and hands each complete block to `write`; returns the block after the last written. */
+  /** Hands each complete block of `body` (blocks from..last) to `write`; returns the block after the last written. */
   private async stream(
     object: StagedObject,
+    body: AsyncIterable<Uint8Array>,
     from: number,
     last: number,
     write: (block: number, bytes: Buffer) => Promise<void>,
   ): Promise<number> {
-    const start = object.blockStart(from);
-    const end = start + object.spanLength(from, last);
-    const body = await this.store.getRange(object.key, start, end, object.etag);
     let block = from;
     let buffer = Buffer.allocUnsafe(object.blockLength(block));
     let filled = 0;
@@ -128,10 +129,11 @@ export class Fetcher {
   }
 }
 
-function isRetryable(err: unknown): boolean {
-  if (err instanceof StoreError) return err.kind === 'Server' || err.kind === 'Timeout' || err.kind === 'Unreachable';
+/** A response body that broke off (reset, timeout, short) can be resumed with a new GET. */
+function isBrokenStream(err: unknown): boolean {
+  if (err instanceof StoreError) return err.kind === 'Server';
   const code = (err as NodeJS.ErrnoException).code;
-  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || (err as Error).name === 'AbortError';
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error).name === 'AbortError';
 }
 
 function isDiskFull(err: unknown): boolean {

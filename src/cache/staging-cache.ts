@@ -24,8 +24,6 @@ const MAX_REQUEST_BYTES = 8 * 1024 * 1024;
 const MAX_READAHEAD_BYTES = 64 * 1024 * 1024;
 const MAX_READAHEAD_FETCHES = 8;
 const FLUSH_INTERVAL_MS = 200;
-/** A demand read whose blocks a failed readahead fetch was carrying tries once more itself. */
-const DEMAND_ATTEMPTS = 2;
 
 export interface CacheHandle {
   /** Undefined for an empty object, which needs no staging. */
@@ -150,18 +148,15 @@ export class StagingCache {
       return this.readStaged(object, buffer, position, end);
     }
     this.count('misses', 1);
-    for (let attempt = 1; ; attempt++) {
-      const waits = this.demand(object, first, last);
-      if (window && attempt === 1) this.readAhead(object, handle.readahead, end, window);
-      try {
-        await Promise.all(waits);
-        return await this.readStaged(object, buffer, position, end);
-      } catch (err) {
-        if (err instanceof NoCacheSpace) return this.bypass(object, buffer, position, end);
-        if (attempt >= DEMAND_ATTEMPTS || object.blocks.hasAll(first, last)) throw err;
-        debug('%s: retrying read at %d after: %s', object.key, position, errorMessage(err));
-      }
+    const waits = this.demand(object, first, last);
+    if (window) this.readAhead(object, handle.readahead, end, window);
+    try {
+      await Promise.all(waits);
+    } catch (err) {
+      if (err instanceof NoCacheSpace) return this.bypass(object, buffer, position, end);
+      throw err;
     }
+    return this.readStaged(object, buffer, position, end);
   }
 
   stats(): CacheStats {

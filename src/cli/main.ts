@@ -6,9 +6,6 @@ import { mountCommand } from './mount-command';
 import { unmountCommand } from './unmount-command';
 import { MAIN_USAGE, USAGE } from './usage';
 
-// stagefs supports Node 20; the SDK's notice that its future releases will not is noise here.
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   mount: mountCommand,
   unmount: unmountCommand,

@@ -35,3 +35,18 @@ declare module 's3rver/lib/models/object' {
   }
   export = S3Object;
 }
+
+declare module 's3rver/lib/models/error' {
+  class S3Error extends Error {
+    constructor(code: string, message: string, detail?: Record<string, string>);
+  }
+  export = S3Error;
+}
+
+declare module 's3rver/lib/models/account' {
+  interface Account {
+    accessKeys: Map<string, string>;
+  }
+  const AWSAccount: { registry: Map<string, Account> };
+  export = AWSAccount;
+}

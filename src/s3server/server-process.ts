@@ -9,7 +9,10 @@ import { parseArgs } from 'node:util';
 import S3rver from 's3rver';
 import FilesystemStore from 's3rver/lib/stores/filesystem';
 import S3Object from 's3rver/lib/models/object';
+import S3Error from 's3rver/lib/models/error';
+import AWSAccount from 's3rver/lib/models/account';
 import { listKeys, type ListRequest } from './list-objects';
+import { checkSignature } from './sigv4';
 
 export interface RequestLogLine {
   method: string;
@@ -32,6 +35,12 @@ FilesystemStore.prototype.listObjects = async function listObjects(this: Filesys
   return { objects, commonPrefixes, isTruncated };
 };
 
+interface SignedContext {
+  method: string;
+  url: string;
+  headers: import('node:http').IncomingHttpHeaders;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -50,6 +59,21 @@ async function main(): Promise<void> {
     silent: true,
     configureBuckets: (values.bucket ?? []).map((name) => ({ name })),
   });
+  // Runs before s3rver's own middleware, which does not check V4 signatures.
+  (server as unknown as { middleware: Array<(ctx: SignedContext, next: () => Promise<void>) => Promise<void>> }).middleware.unshift(
+    async (ctx, next) => {
+      const check = checkSignature(ctx.method, ctx.url, ctx.headers, (id) => AWSAccount.registry.get(id)?.accessKeys.get(id));
+      if (check && !check.ok) {
+        const messages = {
+          InvalidAccessKeyId: 'The AWS Access Key Id you provided does not exist in our records.',
+          SignatureDoesNotMatch: 'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
+          AuthorizationHeaderMalformed: 'The authorization header is malformed.',
+        };
+        throw new S3Error(check.code, messages[check.code], check.accessKeyId ? { AWSAccessKeyId: check.accessKeyId } : {});
+      }
+      await next();
+    },
+  );
   const { port } = await server.run();
   const logPath = values['request-log'];
   if (logPath) {

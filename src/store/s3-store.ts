@@ -16,6 +16,9 @@ import type { ListOptions, ListPage, ObjectInfo, ObjectStore } from './object-st
 
 const debug = createDebug('stagefs:store');
 
+// stagefs supports Node 20; the SDK's notice that its future releases will not is noise here.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 const MAX_SOCKETS = 128;
 const CONNECT_TIMEOUT_MS = 5_000;
 /** Socket inactivity, not total duration: a long GET that keeps streaming is never cut. */

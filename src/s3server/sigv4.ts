@@ -1,0 +1,74 @@
+/**
+ * Verification of AWS Signature Version 4 on the Authorization header. s3rver checks only that
+ * the access key exists; the embedded server checks the signature too, so a wrong secret is
+ * refused as real S3 refuses it.
+ */
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+
+export type SignatureCheck = { ok: true } | { ok: false; code: 'InvalidAccessKeyId' | 'SignatureDoesNotMatch' | 'AuthorizationHeaderMalformed'; accessKeyId?: string };
+
+const AUTH_PATTERN = /^AWS4-HMAC-SHA256 Credential=([^/]+)\/(\d{8})\/([^/]+)\/([^/]+)\/aws4_request, ?SignedHeaders=([^,]+), ?Signature=([0-9a-f]{64})$/;
+
+function encodeRfc3986(text: string): string {
+  return encodeURIComponent(text).replace(/[!'()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase());
+}
+
+function canonicalQuery(query: string): string {
+  if (!query) return '';
+  return query
+    .split('&')
+    .filter(Boolean)
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      const key = decodeURIComponent((eq < 0 ? pair : pair.slice(0, eq)).replace(/\+/g, ' '));
+      const value = eq < 0 ? '' : decodeURIComponent(pair.slice(eq + 1).replace(/\+/g, ' '));
+      return [encodeRfc3986(key), encodeRfc3986(value)] as const;
+    })
+    .sort(([ak, av], [bk, bv]) => (ak === bk ? (av < bv ? -1 : av > bv ? 1 : 0) : ak < bk ? -1 : 1))
+    .map(([key, value]) => `${key}=${value}`)
+    .join('&');
+}
+
+function hmac(key: Buffer | string, data: string): Buffer {
+  return createHmac('sha256', key).update(data).digest();
+}
+
+/** Checks a request signed in its Authorization header; other requests are left to s3rver. */
+export function checkSignature(
+  method: string,
+  url: string,
+  headers: IncomingHttpHeaders,
+  secretFor: (accessKeyId: string) => string | undefined,
+): SignatureCheck | undefined {
+  const authorization = headers.authorization;
+  if (!authorization?.startsWith('AWS4-HMAC-SHA256')) return undefined;
+  const match = AUTH_PATTERN.exec(authorization);
+  if (!match) return { ok: false, code: 'AuthorizationHeaderMalformed' };
+  const [, accessKeyId, date, region, service, signedHeaders, signature] = match;
+  const secret = secretFor(accessKeyId);
+  if (secret === undefined) return { ok: false, code: 'InvalidAccessKeyId', accessKeyId };
+  const queryStart = url.indexOf('?');
+  const path = queryStart < 0 ? url : url.slice(0, queryStart);
+  const query = queryStart < 0 ? '' : url.slice(queryStart + 1);
+  const headerLines = signedHeaders
+    .split(';')
+    .map((name) => {
+      const value = headers[name];
+      return `${name}:${(Array.isArray(value) ? value.join(',') : (value ?? '')).trim().replace(/\s+/g, ' ')}\n`;
+    })
+    .join('');
+  const payloadHash = String(headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD');
+  const canonicalRequest = [method, path, canonicalQuery(query), headerLines, signedHeaders, payloadHash].join('\n');
+  const scope = `${date}/${region}/${service}/aws4_request`;
+  const stringToSign = [
+    'AWS4-HMAC-SHA256',
+    String(headers['x-amz-date'] ?? ''),
+    scope,
+    createHash('sha256').update(canonicalRequest).digest('hex'),
+  ].join('\n');
+  const signingKey = hmac(hmac(hmac(hmac('AWS4' + secret, date), region), service), 'aws4_request');
+  const expected = Buffer.from(hmac(signingKey, stringToSign).toString('hex'));
+  const given = Buffer.from(signature);
+  return expected.length === given.length && timingSafeEqual(expected, given) ? { ok: true } : { ok: false, code: 'SignatureDoesNotMatch', accessKeyId };
+}

@@ -1,0 +1,78 @@
+/**
+ * An in-memory ObjectStore for unit tests of pure logic (namespace, cache bookkeeping). Mount
+ * tests use the real S3 server instead. It lists like S3 (sorted keys, delimiter, pages) and
+ * counts the GETs it serves.
+ */
+import { createHash } from 'node:crypto';
+import { StoreError } from '../../src/errors';
+import type { ListOptions, ListPage, ObjectInfo, ObjectStore } from '../../src/store/object-store';
+
+interface Stored {
+  body: Buffer;
+  info: ObjectInfo;
+}
+
+export class MemoryStore implements ObjectStore {
+  readonly description = 'memory';
+  readonly objects = new Map<string, Stored>();
+  getCount = 0;
+  listCount = 0;
+  headCount = 0;
+  /** When set, GETs fail with this error. */
+  failGets: StoreError | undefined;
+  /** Delay before each GET answers, to let concurrent readers pile up. */
+  getDelayMs = 0;
+
+  async checkAccess(): Promise<void> {}
+
+  async put(key: string, body: Uint8Array): Promise<ObjectInfo> {
+    const buffer = Buffer.from(body);
+    const info = { key, size: buffer.length, etag: `"${createHash('md5').update(buffer).digest('hex')}"`, mtime: new Date() };
+    this.objects.set(key, { body: buffer, info });
+    return info;
+  }
+
+  async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
+    this.listCount++;
+    const maxKeys = options.maxKeys ?? 1000;
+    const delimiter = options.delimiter ?? '';
+    // The token is the last name returned; a prefix returned covers every key under it.
+    const after = options.continuationToken ?? '';
+    const coveredByToken = (key: string) => key <= after || (delimiter !== '' && after.endsWith(delimiter) && key.startsWith(after));
+    const keys = [...this.objects.keys()].filter((k) => k.startsWith(prefix) && !coveredByToken(k)).sort();
+    const page: ListPage = { objects: [], prefixes: [], continuationToken: undefined };
+    let last = '';
+    for (const key of keys) {
+      const cut = delimiter ? key.indexOf(delimiter, prefix.length) : -1;
+      const name = cut >= 0 ? key.slice(0, cut + delimiter.length) : key;
+      if (name === last) continue;
+      if (page.objects.length + page.prefixes.length >= maxKeys) {
+        page.continuationToken = last;
+        break;
+      }
+      if (cut >= 0) page.prefixes.push(name);
+      else page.objects.push(this.objects.get(key)!.info);
+      last = name;
+    }
+    return page;
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    this.headCount++;
+    return this.objects.get(key)?.info;
+  }
+
+  async getRange(key: string, start: number, end: number, etag: string): Promise<AsyncIterable<Uint8Array>> {
+    this.getCount++;
+    if (this.getDelayMs) await new Promise((resolve) => setTimeout(resolve, this.getDelayMs));
+    if (this.failGets) throw this.failGets;
+    const stored = this.objects.get(key);
+    if (!stored) throw new StoreError('NotFound', `no such key ${key}`);
+    if (stored.info.etag !== etag) throw new StoreError('PreconditionFailed', `${key} changed`);
+    const bytes = stored.body.subarray(start, end);
+    return (async function* () {
+      // Chunks of odd sizes, as a network delivers them.
+      for (let offset = 0; offset < bytes.length; offset += 7919) yield bytes.subarray(offset, offset + 7919);
+    })();
+  }
+}
