@@ -125,6 +125,7 @@ export class Filesystem {
 
   private attrOf(node: Node): Attr {
     const size = node.kind === 'file' ? node.size : 0;
+    const mtime = node.kind === 'file' ? versionedMtime(node.mtime, node.etag) : node.mtime;
     return {
       ino: node.ino,
       mode: node.kind === 'file' ? constants.S_IFREG | FILE_MODE : constants.S_IFDIR | DIR_MODE,
@@ -135,9 +136,20 @@ export class Filesystem {
       size,
       blocks: Math.ceil(size / 512),
       blksize: STATFS_BLOCK,
-      atime: node.mtime,
-      mtime: node.mtime,
-      ctime: node.mtime,
+      atime: mtime,
+      mtime,
+      ctime: mtime,
     };
   }
+}
+
+/**
+ * S3 times have whole seconds; the milliseconds carry a hash of the ETag instead, so an object
+ * overwritten within the same second, at the same size, still changes its mtime, and the
+ * kernel drops the pages it cached of the old version.
+ */
+export function versionedMtime(mtime: Date, etag: string): Date {
+  let hash = 0;
+  for (let i = 0; i < etag.length; i++) hash = (hash * 31 + etag.charCodeAt(i)) % 1000;
+  return new Date(Math.floor(mtime.getTime() / 1000) * 1000 + hash);
 }
