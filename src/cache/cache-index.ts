@@ -33,6 +33,15 @@ export const COUNTER_NAMES = ['hits', 'misses', 'bytesFetched', 'evictions', 'by
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
 
+/** The cache's space as the mount last recorded it, for admin tools in other processes. */
+export interface SpaceRecord {
+  capacityBytes: number;
+  stagedBytes: number;
+  reservedBytes: number;
+  /** ms since the epoch. */
+  updatedAt: number;
+}
+
 export function zeroCounters(): Counters {
   return { hits: 0, misses: 0, bytesFetched: 0, evictions: 0, bypassedReads: 0 };
 }
@@ -42,6 +51,7 @@ export class CacheIndex {
     private readonly root: RootDatabase,
     private readonly entriesDb: Database<EntryRecord, string>,
     private readonly countersDb: Database<number, string>,
+    private readonly metaDb: Database<SpaceRecord, string>,
   ) {}
 
   static open(cacheDir: string, options: { readOnly?: boolean } = {}): CacheIndex {
@@ -52,6 +62,7 @@ export class CacheIndex {
       root,
       root.openDB<EntryRecord, string>({ name: 'entries' }),
       root.openDB<number, string>({ name: 'counters' }),
+      root.openDB<SpaceRecord, string>({ name: 'meta' }),
     );
   }
 
@@ -93,6 +104,14 @@ export class CacheIndex {
         if (delta[name]) this.countersDb.putSync(name, (this.countersDb.get(name) ?? 0) + delta[name]);
       }
     });
+  }
+
+  space(): SpaceRecord | undefined {
+    return this.metaDb.get('space');
+  }
+
+  putSpace(space: SpaceRecord): Promise<boolean> {
+    return this.metaDb.put('space', space);
   }
 
   /** Resolves when every write so far is committed and synced. */

@@ -1,14 +1,18 @@
 /**
  * The staging cache: serves reads of object versions from sparse local files, faulting missing
- * blocks from the object store, and keeps the LMDB index in step. Reads that cannot get cache
- * space are served straight from the store (bypass), so a full cache never fails a read.
+ * blocks from the object store, keeps the LMDB index in step, and keeps staged plus reserved
+ * bytes within the cache size by evicting what nothing uses. Reads that cannot get cache space
+ * are served straight from the store (bypass), so a full cache never fails a read.
  */
 import { readSync } from 'node:fs';
 import createDebug from 'debug';
 import type { CacheConfig } from '../config';
 import { errorMessage } from '../errors';
 import type { ObjectStore } from '../store/object-store';
-import { CacheIndex, type Counters, zeroCounters, COUNTER_NAMES } from './cache-index';
+import { formatBytes } from '../units';
+import { BypassReader, MemoryBudget } from './bypass-reader';
+import { CacheIndex, COUNTER_NAMES, type CounterName, type Counters, zeroCounters } from './cache-index';
+import { Evictor } from './evictor';
 import { Fetcher, NoCacheSpace } from './fetcher';
 import { Readahead } from './readahead';
 import { reconcile } from './reconcile';
@@ -17,18 +21,22 @@ import { entryId, StagedFiles } from './staged-files';
 import { StagedObject, type ObjectVersion } from './staged-object';
 
 const debug = createDebug('stagefs:cache');
+const evictLog = createDebug('stagefs:evict');
 const warn = createDebug('stagefs:warn');
 
 /** Largest ranged GET: big enough to amortise a request, small enough to keep several in flight. */
 const MAX_REQUEST_BYTES = 8 * 1024 * 1024;
 const MAX_READAHEAD_BYTES = 64 * 1024 * 1024;
 const MAX_READAHEAD_FETCHES = 8;
+const MAX_PREFETCH_FETCHES = 4;
+const BYPASS_MEMORY_BYTES = 256 * 1024 * 1024;
 const FLUSH_INTERVAL_MS = 200;
 
 export interface CacheHandle {
   /** Undefined for an empty object, which needs no staging. */
   readonly object: StagedObject | undefined;
   readonly readahead: Readahead;
+  bypass?: BypassReader;
 }
 
 export interface CacheStats {
@@ -37,6 +45,14 @@ export interface CacheStats {
   reservedBytes: number;
   entryCount: number;
   counters: Counters;
+}
+
+/** An admin action the cache refuses, with the reason to show. */
+export class CacheRefusal extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CacheRefusal';
+  }
 }
 
 export interface StagingCacheOptions {
@@ -49,14 +65,17 @@ export class StagingCache {
   private readonly entries = new Map<string, StagedObject>();
   /** Key -> the entries of its versions, to retire older ones when a newer one is opened. */
   private readonly versionsByKey = new Map<string, Set<StagedObject>>();
+  /** Entries whose files and records are being deleted; reopening one waits for it. */
+  private readonly removing = new Map<string, Promise<void>>();
   private readonly changed = new Set<StagedObject>();
   private readonly counters: Counters;
   private unflushedCounters = zeroCounters();
   private readonly fetcher: Fetcher;
+  private readonly evictor: Evictor;
+  private readonly bypassBudget = new MemoryBudget(BYPASS_MEMORY_BYTES);
   private readaheadFetches = 0;
-  private flushTimer: NodeJS.Timeout | undefined;
+  private timers: NodeJS.Timeout[] = [];
   private flushing: Promise<void> | undefined;
-  private readonly now: () => number;
 
   private constructor(
     private readonly config: CacheConfig,
@@ -64,18 +83,24 @@ export class StagingCache {
     private readonly index: CacheIndex,
     private readonly files: StagedFiles,
     private readonly ledger: SpaceLedger,
-    now: () => number,
+    private readonly now: () => number,
   ) {
-    this.now = now;
     this.counters = index.counters();
     this.fetcher = new Fetcher(store, files, {
-      reserve: async (bytes) => this.ledger.tryReserve(bytes),
+      reserve: async (bytes) => this.reserve(bytes),
       committed: (object, bytes) => {
         this.ledger.commit(bytes);
         this.changed.add(object);
       },
       released: (bytes) => this.ledger.release(bytes),
       fetched: (bytes) => this.count('bytesFetched', bytes),
+    });
+    this.evictor = new Evictor({
+      config,
+      ledger,
+      entries: () => this.entries.values(),
+      evict: (object, reason) => this.evict(object, reason),
+      now,
     });
   }
 
@@ -93,44 +118,42 @@ export class StagingCache {
     );
     for (const object of report.objects) cache.adopt(object);
     debug(
-      'cache %s: %d entries, %d bytes staged; %d orphan files deleted, %d records without file dropped',
+      'cache %s: %d entries, %s staged; %d orphan files deleted, %d records without file dropped',
       options.config.dir,
       report.objects.length,
-      cache.ledger.staged,
+      formatBytes(cache.ledger.staged),
       report.orphanFilesDeleted,
       report.missingFilesDropped,
     );
-    cache.flushTimer = setInterval(() => void cache.flush(), FLUSH_INTERVAL_MS);
-    cache.flushTimer.unref();
+    // A cache dir reused with a smaller --cache-size starts by shrinking to it.
+    cache.evictor.enforceWatermarks();
+    cache.startTimer(FLUSH_INTERVAL_MS, () => void cache.flush());
+    cache.startTimer(options.config.sweepIntervalMs, () => cache.sweep());
     return cache;
   }
 
   /** Opens a handle on one version of an object; the entry counts it until `release`. */
-  open(version: Omit<ObjectVersion, 'bucket'> & { bucket: string }): CacheHandle {
+  async open(version: ObjectVersion): Promise<CacheHandle> {
     const readahead = new Readahead({ initialBytes: 2 * this.config.blockSize, maxBytes: MAX_READAHEAD_BYTES });
     if (version.size === 0) return { object: undefined, readahead };
-    const id = entryId(version.bucket, version.key, version.etag);
-    let object = this.entries.get(id);
-    if (!object) {
-      object = new StagedObject(id, version, this.config.blockSize);
-      object.lastAccess = this.now();
-      this.adopt(object);
-    }
-    for (const other of this.versionsByKey.get(version.key) ?? []) {
-      if (other !== object) void this.retire(other);
-    }
+    const object = await this.entryFor(version);
     object.openHandles++;
     object.lastAccess = this.now();
     this.changed.add(object);
+    for (const other of this.versionsByKey.get(version.key) ?? []) {
+      if (other !== object) this.retire(other);
+    }
     return { object, readahead };
   }
 
   release(handle: CacheHandle): void {
+    handle.bypass?.release();
     const object = handle.object;
     if (!object) return;
     object.openHandles = Math.max(0, object.openHandles - 1);
     object.lastAccess = this.now();
     this.changed.add(object);
+    if (object.superseded) this.retire(object);
   }
 
   /** Reads up to `length` bytes at `position` into `buffer`; returns the count read. */
@@ -148,15 +171,67 @@ export class StagingCache {
       return this.readStaged(object, buffer, position, end);
     }
     this.count('misses', 1);
-    const waits = this.demand(object, first, last);
+    const staging = this.stage(object, first, last);
     if (window) this.readAhead(object, handle.readahead, end, window);
     try {
-      await Promise.all(waits);
+      await staging;
     } catch (err) {
-      if (err instanceof NoCacheSpace) return this.bypass(object, buffer, position, end);
-      throw err;
+      if (!(err instanceof NoCacheSpace)) throw err;
+      this.count('bypassedReads', 1);
+      handle.bypass ??= new BypassReader(this.store, object, this.bypassBudget, (bytes) => this.count('bytesFetched', bytes));
+      return handle.bypass.read(buffer, position, end, window);
     }
     return this.readStaged(object, buffer, position, end);
+  }
+
+  /** Stages the whole object, reporting bytes staged so far against its size. */
+  async prefetch(version: ObjectVersion, onProgress: (staged: number, size: number) => void): Promise<void> {
+    const handle = await this.open(version);
+    try {
+      const object = handle.object;
+      if (!object) return onProgress(0, 0);
+      onProgress(object.stagedBytes, object.size);
+      const maxRunBlocks = Math.max(1, Math.floor(MAX_REQUEST_BYTES / object.blockSize));
+      const running = new Set<Promise<void>>();
+      for (let block = 0; block < object.blocks.blockCount; block += maxRunBlocks) {
+        const last = Math.min(object.blocks.blockCount, block + maxRunBlocks) - 1;
+        const run = this.stage(object, block, last).then(() => {
+          running.delete(run);
+          onProgress(object.stagedBytes, object.size);
+        });
+        running.add(run);
+        if (running.size >= MAX_PREFETCH_FETCHES) await Promise.race(running);
+      }
+      await Promise.all(running);
+    } catch (err) {
+      if (err instanceof NoCacheSpace) {
+        throw new CacheRefusal(`no room in the cache for ${formatBytes(version.size)} (${this.describeSpace()})`);
+      }
+      throw err;
+    } finally {
+      this.release(handle);
+    }
+  }
+
+  /** Pins or unpins an object's current version; a pinned entry is never evicted. */
+  async setPinned(version: ObjectVersion, pinned: boolean): Promise<void> {
+    if (version.size === 0) return;
+    const object = await this.entryFor(version);
+    object.pinned = pinned;
+    this.changed.add(object);
+  }
+
+  /** Evicts every staged version of `key`; refuses, changing nothing, while one is in use or pinned. */
+  evictKey(key: string): number {
+    const versions = [...(this.versionsByKey.get(key) ?? [])];
+    for (const object of versions) {
+      if (object.openHandles > 0) throw new CacheRefusal(`refused: in use (${object.openHandles} open handle${object.openHandles > 1 ? 's' : ''})`);
+      if (object.activeFetches > 0 || object.inflight.size > 0) throw new CacheRefusal('refused: being fetched');
+      if (object.pinned) throw new CacheRefusal('refused: pinned; unpin it first');
+      if (object.dirty) throw new CacheRefusal('refused: has data not yet uploaded');
+    }
+    for (const object of versions) this.evict(object, 'admin');
+    return versions.length;
   }
 
   stats(): CacheStats {
@@ -171,19 +246,44 @@ export class StagingCache {
 
   /** Writes every pending change to the index and stops; the cache must not be used after. */
   async close(): Promise<void> {
-    clearInterval(this.flushTimer);
+    for (const timer of this.timers) clearInterval(timer);
     for (const object of this.entries.values()) {
       object.openHandles = 0;
       this.changed.add(object);
     }
+    await Promise.all(this.removing.values());
     await this.flush();
     await Promise.all([...this.entries.values()].map((object) => object.closeFile()));
     await this.index.close();
   }
 
-  /** Starts fetches for the missing blocks of first..last and returns what to wait on. */
-  private demand(object: StagedObject, first: number, last: number): Promise<void>[] {
-    const waits: Promise<void>[] = [];
+  private startTimer(intervalMs: number, tick: () => void): void {
+    const timer = setInterval(tick, intervalMs);
+    timer.unref();
+    this.timers.push(timer);
+  }
+
+  private async entryFor(version: ObjectVersion): Promise<StagedObject> {
+    const id = entryId(version.bucket, version.key, version.etag);
+    await this.removing.get(id);
+    let object = this.entries.get(id);
+    if (!object) {
+      object = new StagedObject(id, version, this.config.blockSize);
+      object.lastAccess = this.now();
+      this.adopt(object);
+    }
+    return object;
+  }
+
+  /** Reserves cache space, evicting what nothing uses when it does not fit; never waits on I/O. */
+  private reserve(bytes: number): boolean {
+    if (!this.ledger.tryReserve(bytes) && !(this.evictor.makeRoom(bytes) && this.ledger.tryReserve(bytes))) return false;
+    this.evictor.enforceWatermarks();
+    return true;
+  }
+
+  /** Stages blocks first..last: starts fetches for the missing ones and waits for all of them. */
+  private async stage(object: StagedObject, first: number, last: number): Promise<void> {
     let runStart = -1;
     for (let block = first; block <= last + 1; block++) {
       const missing = block <= last && !object.blocks.has(block) && !object.inflight.has(block);
@@ -193,42 +293,36 @@ export class StagingCache {
         runStart = -1;
       }
     }
+    const waits: Promise<void>[] = [];
     for (let block = first; block <= last; block++) {
       const inflight = object.inflight.get(block);
       if (inflight) waits.push(inflight.promise);
     }
-    return waits;
+    await Promise.all(waits);
   }
 
   /** Keeps the blocks of [end, end + window) staged or in flight, a few GETs at a time. */
   private readAhead(object: StagedObject, readahead: Readahead, end: number, window: number): void {
     const stop = Math.min(object.size, end + window);
-    let from = Math.max(end, readahead.scheduledUntil);
+    const from = Math.max(end, readahead.scheduledUntil);
     if (from >= stop) return;
     const maxRunBlocks = Math.max(1, Math.floor(MAX_REQUEST_BYTES / object.blockSize));
-    let block = object.blockOf(from);
     const lastBlock = object.blockOf(stop - 1);
+    const free = (block: number) => !object.blocks.has(block) && !object.inflight.has(block);
+    let block = object.blockOf(from);
     while (block <= lastBlock) {
-      if (object.blocks.has(block) || object.inflight.has(block)) {
+      if (!free(block)) {
         block++;
         continue;
       }
       if (this.readaheadFetches >= MAX_READAHEAD_FETCHES) break;
       let runEnd = block;
-      while (
-        runEnd + 1 <= lastBlock &&
-        runEnd + 1 - block < maxRunBlocks &&
-        !object.blocks.has(runEnd + 1) &&
-        !object.inflight.has(runEnd + 1)
-      ) {
-        runEnd++;
-      }
+      while (runEnd < lastBlock && runEnd + 1 - block < maxRunBlocks && free(runEnd + 1)) runEnd++;
       this.readaheadFetches++;
       void this.fetcher.fetch(object, block, runEnd).finally(() => this.readaheadFetches--);
       block = runEnd + 1;
     }
-    from = Math.min(stop, object.blockStart(block));
-    readahead.scheduledUntil = Math.max(readahead.scheduledUntil, from);
+    readahead.scheduledUntil = Math.max(readahead.scheduledUntil, Math.min(stop, object.blockStart(block)));
   }
 
   private async readStaged(object: StagedObject, buffer: Buffer, position: number, end: number): Promise<number> {
@@ -244,20 +338,6 @@ export class StagingCache {
     return done;
   }
 
-  /** Serves a read straight from the store when the cache has no room for it. */
-  private async bypass(object: StagedObject, buffer: Buffer, position: number, end: number): Promise<number> {
-    this.count('bypassedReads', 1);
-    const body = await this.store.getRange(object.key, position, end, object.etag);
-    let done = 0;
-    for await (const chunk of body) {
-      const take = Math.min(chunk.length, end - position - done);
-      buffer.set(chunk.subarray(0, take), done);
-      done += take;
-    }
-    this.count('bytesFetched', done);
-    return done;
-  }
-
   private adopt(object: StagedObject): void {
     this.entries.set(object.id, object);
     this.ledger.adjustStaged(object.stagedBytes);
@@ -268,12 +348,22 @@ export class StagingCache {
   }
 
   /** An older version of a key goes as soon as nothing uses it. */
-  private async retire(object: StagedObject): Promise<void> {
+  private retire(object: StagedObject): void {
     object.superseded = true;
-    if (object.evictable) await this.remove(object);
+    if (object.evictable) this.evict(object, 'superseded');
   }
 
-  private async remove(object: StagedObject): Promise<void> {
+  private sweep(): void {
+    const evicted = this.evictor.sweepAged();
+    if (evicted) debug('age sweep evicted %d entries', evicted);
+  }
+
+  /**
+   * Removes an entry: at once from memory and the ledger, then its record (one index
+   * transaction) and its file. A crash between the two leaves an orphan file or a record
+   * without a file, and reconciliation at the next start removes either.
+   */
+  private evict(object: StagedObject, reason: string): void {
     object.removed = true;
     this.entries.delete(object.id);
     this.changed.delete(object);
@@ -281,13 +371,26 @@ export class StagingCache {
     versions?.delete(object);
     if (versions?.size === 0) this.versionsByKey.delete(object.key);
     this.ledger.adjustStaged(-object.stagedBytes);
-    await object.closeFile();
-    await this.index.remove(object.id);
-    await this.files.remove(object.id);
-    debug('removed %s (%s)', object.key, object.etag);
+    if (reason !== 'superseded') this.count('evictions', 1);
+    evictLog('evicting %s (%s, %s staged): %s', object.key, object.etag, formatBytes(object.stagedBytes), reason);
+    const removal = (async () => {
+      await object.closeFile();
+      await this.index.removeIf(object.id, () => true);
+      await this.files.remove(object.id);
+    })()
+      .catch((err: unknown) => warn('evicting %s: %s', object.key, errorMessage(err)))
+      .finally(() => this.removing.delete(object.id));
+    this.removing.set(object.id, removal);
   }
 
-  private count(name: (typeof COUNTER_NAMES)[number], amount: number): void {
+  private describeSpace(): string {
+    const pinnedOrOpen = [...this.entries.values()]
+      .filter((o) => !o.evictable)
+      .reduce((sum, o) => sum + o.stagedBytes, 0);
+    return `cache size ${formatBytes(this.ledger.capacity)}, ${formatBytes(pinnedOrOpen)} held by open or pinned files`;
+  }
+
+  private count(name: CounterName, amount: number): void {
     this.counters[name] += amount;
     this.unflushedCounters[name] += amount;
   }
@@ -308,6 +411,12 @@ export class StagingCache {
     try {
       await Promise.all(changed.map((object) => this.persist(object)));
       await this.index.addCounters(counters);
+      await this.index.putSpace({
+        capacityBytes: this.ledger.capacity,
+        stagedBytes: this.ledger.staged,
+        reservedBytes: this.ledger.reserved,
+        updatedAt: this.now(),
+      });
     } catch (err) {
       warn('could not update the cache index: %s', errorMessage(err));
       for (const object of changed) this.changed.add(object);
@@ -328,8 +437,9 @@ export class StagingCache {
         throw err;
       }
     }
+    // Checked again after the sync: an entry evicted meanwhile must not come back.
+    if (object.removed) return;
     await this.index.put(record);
     if (object.openHandles === 0 && object.activeFetches === 0 && object.fileIsOpen) await object.closeFile();
-    if (object.superseded && object.evictable) await this.remove(object);
   }
 }

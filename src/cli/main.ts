@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /** The stagefs command line. */
 import { CommandError, StoreError, UsageError, errorMessage } from '../errors';
+import { cacheCommand } from './cache-command';
 import { demoCommand } from './demo-command';
 import { mountCommand } from './mount-command';
+import { statusCommand } from './status-command';
 import { unmountCommand } from './unmount-command';
 import { MAIN_USAGE, USAGE } from './usage';
 
@@ -11,6 +13,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   unmount: unmountCommand,
   umount: unmountCommand,
   demo: demoCommand,
+  status: statusCommand,
+  cache: cacheCommand,
 };
 
 async function main(argv: string[]): Promise<number> {

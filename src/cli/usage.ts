@@ -5,9 +5,12 @@ export const USAGE: Record<string, string> = {
   mount:
     'usage: stagefs mount s3://BUCKET[/PREFIX] MOUNTPOINT [--endpoint URL] [--region R] [--path-style]\n' +
     '    [--cache-dir DIR] [--cache-size SIZE] [--block-size SIZE] [--metadata-ttl DURATION]\n' +
-    '    [--read-only] [--foreground] [--allow-other] [--uid N] [--gid N]',
+    '    [--read-only] [--foreground] [--allow-other] [--uid N] [--gid N]\n' +
+    '    [--max-age DURATION] [--sweep-interval DURATION] [--high-watermark N%] [--low-watermark N%]',
   unmount: 'usage: stagefs unmount MOUNTPOINT',
   demo: 'usage: stagefs demo [MOUNTPOINT]',
+  status: 'usage: stagefs status [--cache-dir DIR] [--json]',
+  cache: 'usage: stagefs cache prefetch|pin|unpin|evict PATH...',
 };
 
 export const HELP: Record<string, string> = {
@@ -24,6 +27,10 @@ a local staging cache; later reads come from local disk.
   --cache-size SIZE       bound on staged plus reserved bytes (default ${DEFAULTS.cacheSize})
   --block-size SIZE       unit of fetching and staging (default ${DEFAULTS.blockSize})
   --metadata-ttl DURATION how long listings and stats are trusted (default ${DEFAULTS.metadataTtl})
+  --max-age DURATION      evict entries idle this long; 0 keeps them (default ${DEFAULTS.maxAge})
+  --sweep-interval DURATION  how often idle entries are looked for (default ${DEFAULTS.sweepInterval})
+  --high-watermark N%     past this share of --cache-size, evict least recently used entries...
+  --low-watermark N%      ...down to this share (defaults ${DEFAULTS.highWatermark}, ${DEFAULTS.lowWatermark})
   --read-only             refuse every change (EROFS)
   --foreground            stay attached; Ctrl-C or SIGTERM unmounts
   --allow-other           let other users reach the mount (permissions are checked)
@@ -42,6 +49,19 @@ the mount is busy.`,
 Starts an embedded S3 server on 127.0.0.1 with sample data shaped like cloud secondary storage
 (templates, an ISO, snapshots) and mounts it at MOUNTPOINT (default ./mnt). Ctrl-C unmounts and
 removes everything the demo made.`,
+  status: `${USAGE.status}
+
+Shows the staging cache: capacity, staged and reserved bytes, entries, hits, misses, bytes
+fetched, evictions, bypassed reads, and the largest entries with their open handles, last
+access and state. Works while the mount runs. Without --cache-dir: the cache of the one running
+mount, else the default cache dir. --json prints one object.`,
+  cache: `${USAGE.cache}
+
+Acts on files of a running mount; PATH is a file or directory inside the mount.
+  prefetch   stage whole files now, with a progress bar
+  pin        keep files in the cache: no age or capacity eviction (survives remounts)
+  unpin      let pinned files be evicted again
+  evict      remove files from the cache; refused for a file in use or pinned`,
 };
 
 export const MAIN_USAGE = `usage: stagefs <command> [options]
@@ -50,5 +70,7 @@ commands:
   mount     mount an S3 bucket as a POSIX tree
   unmount   unmount a stagefs mount
   demo      mount sample data from an embedded S3 server
+  status    show the staging cache
+  cache     prefetch, pin, unpin or evict files of a mount
 
 Run 'stagefs <command> --help' for a command's options.`;

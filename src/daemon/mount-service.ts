@@ -14,6 +14,7 @@ import type { Engine } from '../fuse/engine';
 import { FuseNativeEngine } from '../fuse/fuse-native-engine';
 import { Namespace } from '../namespace/namespace';
 import { S3Store } from '../store/s3-store';
+import { ControlServer } from './control-server';
 import { fuseUnmount, isStagefsMount, mountAt } from './mount-table';
 import { controlSocketPath, lockCacheDir, register, unregister } from './runtime-registry';
 
@@ -82,13 +83,16 @@ export async function startMount(config: MountConfig): Promise<RunningMount> {
       readOnly: config.readOnly,
       kernelCacheSeconds: Math.min(1, config.metadataTtlMs / 1000),
     });
+    const controlSocket = controlSocketPath(config.mountpoint);
+    const control = await ControlServer.listen(controlSocket, fs, cache);
+    cleanups.push(() => control.close());
     await engine.mount();
     register({
       pid: process.pid,
       mountpoint: config.mountpoint,
       source: sourceUrl(config),
       cacheDir: config.cache.dir,
-      controlSocket: controlSocketPath(config.mountpoint),
+      controlSocket,
       engine: engine.name,
       startedAt: new Date().toISOString(),
     });

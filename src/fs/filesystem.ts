@@ -5,8 +5,9 @@
 import { constants } from 'node:fs';
 import createDebug from 'debug';
 import type { StagingCache, CacheHandle } from '../cache/staging-cache';
+import type { ObjectVersion } from '../cache/staged-object';
 import { FsError } from '../errors';
-import type { Namespace, Node } from '../namespace/namespace';
+import type { FileNode, Namespace, Node } from '../namespace/namespace';
 import { HandleTable } from './handle-table';
 
 const debug = createDebug('stagefs:fs');
@@ -89,7 +90,7 @@ export class Filesystem {
       throw new FsError('EROFS', `read-only: ${path}`);
     }
     const node = await this.namespace.lookupFile(path);
-    const cache = this.cache.open({ bucket: this.bucket, key: node.key, etag: node.etag, size: node.size, mtime: node.mtime.getTime() });
+    const cache = await this.cache.open(this.versionOf(node));
     const fh = this.handles.add({ path, cache });
     debug('open %s as %d (%s, %d bytes)', path, fh, node.etag, node.size);
     return fh;
@@ -102,6 +103,20 @@ export class Filesystem {
   async release(fh: number): Promise<void> {
     const file = this.handles.remove(fh);
     this.cache.release(file.cache);
+  }
+
+  /** The object version a file node stands for, as the cache knows it. */
+  versionOf(node: FileNode): ObjectVersion {
+    return { bucket: this.bucket, key: node.key, etag: node.etag, size: node.size, mtime: node.mtime.getTime() };
+  }
+
+  /** The files at `path`: the file itself, or every file below a directory. */
+  async filesUnder(path: string): Promise<FileNode[]> {
+    const node = await this.namespace.lookup(path);
+    if (node.kind === 'file') return [node];
+    const files: FileNode[] = [];
+    for (const child of await this.namespace.readdir(path)) files.push(...(await this.filesUnder(child.path)));
+    return files;
   }
 
   statfs(): FsStats {

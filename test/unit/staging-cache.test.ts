@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { CacheIndex } from '../../src/cache/cache-index';
-import { StagingCache } from '../../src/cache/staging-cache';
+import { StagingCache, type CacheHandle } from '../../src/cache/staging-cache';
 import { buildCacheConfig } from '../../src/config';
 import { StoreError } from '../../src/errors';
 import { MemoryStore } from '../helpers/memory-store';
@@ -24,7 +24,7 @@ async function putObject(store: MemoryStore, key: string, size: number) {
   return { data, version: { bucket: 'b', key, etag: info.etag, size, mtime: 0 } };
 }
 
-async function readAll(cache: StagingCache, handle: ReturnType<StagingCache['open']>, size: number, chunk = 16 * KiB): Promise<Buffer> {
+async function readAll(cache: StagingCache, handle: CacheHandle, size: number, chunk = 16 * KiB): Promise<Buffer> {
   const out = Buffer.alloc(size);
   for (let position = 0; position < size; position += chunk) {
     await cache.read(handle, out.subarray(position), Math.min(chunk, size - position), position);
@@ -35,7 +35,7 @@ async function readAll(cache: StagingCache, handle: ReturnType<StagingCache['ope
 t.test('reads fault blocks once, then serve from disk', async (t) => {
   const { store, cache } = await setup(t);
   const { data, version } = await putObject(store, 'img', 300 * KiB + 5);
-  const handle = cache.open(version);
+  const handle = await cache.open(version);
   t.same(await readAll(cache, handle, data.length), data, 'bytes match');
   const gets = store.getCount;
   t.same(await readAll(cache, handle, data.length), data, 'again');
@@ -51,7 +51,7 @@ t.test('concurrent readers of one block share one GET', async (t) => {
   const { store, cache } = await setup(t);
   const { data, version } = await putObject(store, 'shared', 64 * KiB);
   store.getDelayMs = 50;
-  const handles = Array.from({ length: 8 }, () => cache.open(version));
+  const handles = await Promise.all(Array.from({ length: 8 }, () => cache.open(version)));
   const buffers = await Promise.all(
     handles.map(async (handle, i) => {
       const buffer = Buffer.alloc(1000);
@@ -67,7 +67,7 @@ t.test('concurrent readers of one block share one GET', async (t) => {
 t.test('a version changed in the store fails the read instead of mixing versions', async (t) => {
   const { store, cache } = await setup(t);
   const { version } = await putObject(store, 'moving', 200 * KiB);
-  const handle = cache.open(version);
+  const handle = await cache.open(version);
   await cache.read(handle, Buffer.alloc(10), 10, 0);
   await store.put('moving', randomData(200 * KiB));
   // Block 3 was neither read nor prefetched: fetching it now meets the new version.
@@ -80,7 +80,7 @@ t.test('store errors fail the read; the cache stays usable', async (t) => {
   const { store, cache } = await setup(t);
   const { data, version } = await putObject(store, 'flaky', 64 * KiB);
   store.failGets = new StoreError('AccessDenied', 'denied');
-  const handle = cache.open(version);
+  const handle = await cache.open(version);
   const failure = await cache.read(handle, Buffer.alloc(10), 10, 0).catch((err: unknown) => err);
   t.match(failure, { kind: 'AccessDenied' });
   store.failGets = undefined;
@@ -93,7 +93,7 @@ t.test('store errors fail the read; the cache stays usable', async (t) => {
 t.test('a cache too small for a block serves reads by bypass', async (t) => {
   const { store, cache } = await setup(t, { capacity: '32KiB' });
   const { data, version } = await putObject(store, 'huge', 256 * KiB);
-  const handle = cache.open(version);
+  const handle = await cache.open(version);
   t.same(await readAll(cache, handle, data.length), data, 'bytes match');
   const stats = cache.stats();
   t.equal(stats.stagedBytes + stats.reservedBytes, 0, 'nothing staged');
@@ -104,10 +104,10 @@ t.test('a cache too small for a block serves reads by bypass', async (t) => {
 t.test('the index survives a restart and is reconciled with the disk', async (t) => {
   const first = await setup(t);
   const { data, version } = await putObject(first.store, 'warm', 128 * KiB);
-  const handle = first.cache.open(version);
+  const handle = await first.cache.open(version);
   await readAll(first.cache, handle, data.length);
   const lost = await putObject(first.store, 'lost', 64 * KiB);
-  await readAll(first.cache, first.cache.open(lost.version), lost.data.length);
+  await readAll(first.cache, await first.cache.open(lost.version), lost.data.length);
   await first.cache.close();
 
   const index = CacheIndex.open(first.dir);
@@ -124,7 +124,7 @@ t.test('the index survives a restart and is reconciled with the disk', async (t)
   t.notOk(existsSync(join(staged, 'zz', 'zz-orphan')), 'an orphan file is deleted');
   t.equal(second.cache.stats().entryCount, 1, 'a record without its file is dropped');
   const gets = first.store.getCount;
-  const again = second.cache.open(version);
+  const again = await second.cache.open(version);
   t.same(await readAll(second.cache, again, data.length), data, 'warm bytes match');
   t.equal(first.store.getCount, gets, 'and need no GET');
   await second.cache.close();

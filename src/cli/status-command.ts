@@ -1,0 +1,122 @@
+/** `stagefs status`: the cache as its index says, readable while the mount runs. */
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { CacheIndex, type EntryRecord } from '../cache/cache-index';
+import { defaultCacheDir } from '../config';
+import { liveMounts } from '../daemon/runtime-registry';
+import { CommandError } from '../errors';
+import { formatBytes } from '../units';
+import { parseCommandArgs } from './args';
+import { HELP } from './usage';
+
+const LARGEST_SHOWN = 20;
+
+export interface StatusReport {
+  cacheDir: string;
+  mount: { mountpoint: string; source: string; pid: number; engine: string } | null;
+  capacityBytes: number | null;
+  stagedBytes: number;
+  reservedBytes: number;
+  entryCount: number;
+  counters: { hits: number; misses: number; bytesFetched: number; evictions: number; bypassedReads: number };
+  entries: Array<{
+    key: string;
+    size: number;
+    stagedBytes: number;
+    openHandles: number;
+    lastAccess: string;
+    pinned: boolean;
+    dirty: boolean;
+    state: string;
+  }>;
+}
+
+function chooseCacheDir(flag: string | undefined): string {
+  if (flag) return resolve(flag);
+  const mounts = liveMounts();
+  if (mounts.length === 1) return mounts[0].cacheDir;
+  if (mounts.length > 1) {
+    throw new CommandError(`several mounts are running; choose one with --cache-dir (${mounts.map((m) => `${m.cacheDir} for ${m.mountpoint}`).join(', ')})`);
+  }
+  return defaultCacheDir();
+}
+
+export function readStatus(cacheDir: string): StatusReport {
+  if (!existsSync(join(cacheDir, 'index'))) throw new CommandError(`no stagefs cache at ${cacheDir}`);
+  const index = CacheIndex.open(cacheDir, { readOnly: true });
+  try {
+    const records: EntryRecord[] = index.entries();
+    const space = index.space();
+    const mount = liveMounts().find((m) => m.cacheDir === cacheDir);
+    return {
+      cacheDir,
+      mount: mount ? { mountpoint: mount.mountpoint, source: mount.source, pid: mount.pid, engine: mount.engine } : null,
+      capacityBytes: space?.capacityBytes ?? null,
+      stagedBytes: space?.stagedBytes ?? records.reduce((sum, r) => sum + r.stagedBytes, 0),
+      reservedBytes: mount ? (space?.reservedBytes ?? 0) : 0,
+      entryCount: records.length,
+      counters: index.counters(),
+      entries: records
+        .sort((a, b) => b.stagedBytes - a.stagedBytes || b.size - a.size)
+        .map((r) => ({
+          key: r.key,
+          size: r.size,
+          stagedBytes: r.stagedBytes,
+          openHandles: mount ? r.openHandles : 0,
+          lastAccess: new Date(r.lastAccess).toISOString(),
+          pinned: r.pinned,
+          dirty: r.dirty,
+          state: r.state,
+        })),
+    };
+  } finally {
+    void index.close();
+  }
+}
+
+function percent(part: number, whole: number | null): string {
+  return whole ? ` (${((100 * part) / whole).toFixed(0)}%)` : '';
+}
+
+function printStatus(report: StatusReport): void {
+  const { counters } = report;
+  const lines = [
+    `cache      ${report.cacheDir}`,
+    report.mount
+      ? `mount      ${report.mount.source} at ${report.mount.mountpoint} (pid ${report.mount.pid}, engine ${report.mount.engine})`
+      : 'mount      not mounted',
+    `capacity   ${report.capacityBytes === null ? 'unknown' : formatBytes(report.capacityBytes)}`,
+    `staged     ${formatBytes(report.stagedBytes)}${percent(report.stagedBytes, report.capacityBytes)}`,
+    `reserved   ${formatBytes(report.reservedBytes)}`,
+    `entries    ${report.entryCount}`,
+    `hits ${counters.hits}   misses ${counters.misses}   fetched ${formatBytes(counters.bytesFetched)}   ` +
+      `evictions ${counters.evictions}   bypassed reads ${counters.bypassedReads}`,
+  ];
+  if (report.entries.length) {
+    lines.push('', `largest entries:`);
+    lines.push(`${'SIZE'.padStart(10)} ${'STAGED'.padStart(10)} ${'OPEN'.padStart(4)}  PIN  ${'STATE'.padEnd(8)}  ${'LAST ACCESS'.padEnd(19)}  KEY`);
+    for (const e of report.entries.slice(0, LARGEST_SHOWN)) {
+      lines.push(
+        `${formatBytes(e.size).padStart(10)} ${formatBytes(e.stagedBytes).padStart(10)} ${String(e.openHandles).padStart(4)}  ` +
+          `${e.pinned ? 'yes' : 'no '}  ${e.state.padEnd(8)}  ${e.lastAccess.slice(0, 19).replace('T', ' ')}  ${e.key}`,
+      );
+    }
+    if (report.entries.length > LARGEST_SHOWN) lines.push(`... and ${report.entries.length - LARGEST_SHOWN} more`);
+  }
+  console.log(lines.join('\n'));
+}
+
+export async function statusCommand(args: string[]): Promise<number> {
+  const { values, help } = parseCommandArgs<{ 'cache-dir'?: string; json?: boolean }>(args, {
+    'cache-dir': { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (help) {
+    console.log(HELP.status);
+    return 0;
+  }
+  const report = readStatus(chooseCacheDir(values['cache-dir']));
+  if (values.json) console.log(JSON.stringify(report, null, 2));
+  else printStatus(report);
+  return 0;
+}
