@@ -22,6 +22,7 @@ export type ErrnoCode =
   | 'ENOTEMPTY'
   | 'ENOTSUP'
   | 'ENODATA'
+  | 'ENOSYS'
   | 'ETIMEDOUT';
 
 /** A filesystem operation's failure, carrying the errno the caller will see. */
@@ -98,9 +99,14 @@ export function errnoCodeOf(err: unknown): ErrnoCode {
   return 'EIO';
 }
 
-/** The negative errno number FUSE replies carry. */
+/** The errno number of any thrown value. */
+export function errnoOf(err: unknown): number {
+  return constants.errno[errnoCodeOf(err)];
+}
+
+/** The negative errno number fuse-native's callbacks carry. */
 export function negativeErrno(err: unknown): number {
-  return -constants.errno[errnoCodeOf(err)];
+  return -errnoOf(err);
 }
 
 export function errorMessage(err: unknown): string {

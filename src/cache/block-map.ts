@@ -47,6 +47,11 @@ export class BlockMap {
   toBytes(): Uint8Array {
     return this.bits.slice();
   }
+
+  /** The bits themselves, for a reader in another thread (the native engine): they only get set. */
+  get liveBits(): Uint8Array {
+    return this.bits;
+  }
 }
 
 function popcount(byte: number): number {

@@ -39,6 +39,18 @@ export interface CacheHandle {
   bypass?: BypassReader;
 }
 
+/** What a reader outside JavaScript needs to serve staged ranges of an open handle itself. */
+export interface DirectAccess {
+  fd: number;
+  /** Staged-block bits, set as blocks land; never cleared while the handle is open. */
+  blocks: Uint8Array;
+  blockSize: number;
+  size: number;
+  complete: boolean;
+  /** Identifies the object version, hence the staging file. */
+  versionId: string;
+}
+
 export interface CacheStats {
   capacityBytes: number;
   stagedBytes: number;
@@ -164,12 +176,11 @@ export class StagingCache {
     const first = object.blockOf(position);
     const last = object.blockOf(end - 1);
     object.lastAccess = this.now();
-    const window = handle.readahead.onRead(position, end);
     if (object.blocks.hasAll(first, last)) {
-      this.count('hits', 1);
-      if (window) this.readAhead(object, handle.readahead, end, window);
+      this.noteHit(handle, position, end);
       return this.readStaged(object, buffer, position, end);
     }
+    const window = handle.readahead.onRead(position, end);
     this.count('misses', 1);
     const staging = this.stage(object, first, last);
     if (window) this.readAhead(object, handle.readahead, end, window);
@@ -182,6 +193,31 @@ export class StagingCache {
       return handle.bypass.read(buffer, position, end, window);
     }
     return this.readStaged(object, buffer, position, end);
+  }
+
+  /** Records a read of staged bytes, served here or by a reader outside JavaScript. */
+  noteHit(handle: CacheHandle, position: number, end: number): void {
+    const object = handle.object;
+    if (!object) return;
+    object.lastAccess = this.now();
+    this.count('hits', 1);
+    const window = handle.readahead.onRead(position, end);
+    if (window) this.readAhead(object, handle.readahead, end, window);
+  }
+
+  /** Opens the staging file of a handle for direct reads; undefined for an empty object. */
+  async directAccess(handle: CacheHandle): Promise<DirectAccess | undefined> {
+    const object = handle.object;
+    if (!object) return undefined;
+    const file = await object.openFile(this.files);
+    return {
+      fd: file.fd,
+      blocks: object.blocks.liveBits,
+      blockSize: object.blockSize,
+      size: object.size,
+      complete: object.blocks.complete,
+      versionId: object.id,
+    };
   }
 
   /** Stages the whole object, reporting bytes staged so far against its size. */

@@ -10,14 +10,17 @@ import { StagingCache } from '../cache/staging-cache';
 import type { MountConfig } from '../config';
 import { CommandError, StoreError, errorMessage } from '../errors';
 import { Filesystem } from '../fs/filesystem';
-import type { Engine } from '../fuse/engine';
+import type { Engine, EngineOptions } from '../fuse/engine';
 import { FuseNativeEngine } from '../fuse/fuse-native-engine';
+import { loadNativeAddon } from '../fuse/native-addon';
+import { NativeEngine } from '../fuse/native-engine';
 import { Namespace } from '../namespace/namespace';
 import { S3Store } from '../store/s3-store';
 import { ControlServer } from './control-server';
 import { fuseUnmount, isStagefsMount, mountAt } from './mount-table';
 import { controlSocketPath, lockCacheDir, register, unregister } from './runtime-registry';
 
+const debug = createDebug('stagefs:mount');
 const info = createDebug('stagefs:info');
 const warn = createDebug('stagefs:warn');
 
@@ -56,6 +59,24 @@ async function checkMountpoint(mountpoint: string): Promise<void> {
   }
 }
 
+/** The engine asked for, else native where its addon loads, else fuse-native. */
+function createEngine(config: MountConfig, fs: Filesystem): Engine {
+  const options: EngineOptions = {
+    mountpoint: config.mountpoint,
+    source: sourceUrl(config),
+    allowOther: config.allowOther,
+    readOnly: config.readOnly,
+    kernelCacheSeconds: Math.min(1, config.metadataTtlMs / 1000),
+  };
+  const native = config.engine === 'fuse-native' ? undefined : loadNativeAddon();
+  if (native && 'addon' in native) return new NativeEngine(fs, options, native.addon);
+  if (config.engine === 'native') {
+    throw new CommandError(`the native engine cannot load (${native && 'error' in native ? native.error : 'unknown'}); use --engine fuse-native`);
+  }
+  if (native) debug('native engine unavailable (%s); using fuse-native', 'error' in native ? native.error : '');
+  return new FuseNativeEngine(fs, options);
+}
+
 export async function startMount(config: MountConfig): Promise<RunningMount> {
   await checkMountpoint(config.mountpoint);
   await mkdir(config.cache.dir, { recursive: true });
@@ -76,13 +97,7 @@ export async function startMount(config: MountConfig): Promise<RunningMount> {
     cleanups.push(() => cache.close());
     const namespace = new Namespace({ store, prefix: config.store.prefix, ttlMs: config.metadataTtlMs });
     const fs = new Filesystem({ namespace, cache, bucket: config.store.bucket, uid: config.uid, gid: config.gid });
-    const engine: Engine = new FuseNativeEngine(fs, {
-      mountpoint: config.mountpoint,
-      source: sourceUrl(config),
-      allowOther: config.allowOther,
-      readOnly: config.readOnly,
-      kernelCacheSeconds: Math.min(1, config.metadataTtlMs / 1000),
-    });
+    const engine = createEngine(config, fs);
     const controlSocket = controlSocketPath(config.mountpoint);
     const control = await ControlServer.listen(controlSocket, fs, cache);
     cleanups.push(() => control.close());

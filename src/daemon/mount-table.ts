@@ -6,6 +6,8 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 
 export interface MountEntry {
+  /** "major:minor" of the mounted filesystem. */
+  device: string;
   mountpoint: string;
   fstype: string;
   source: string;
@@ -22,7 +24,7 @@ export function mounts(): MountEntry[] {
     const [left, right] = line.split(' - ');
     const fields = left.split(' ');
     const [fstype, source] = right.split(' ');
-    return { mountpoint: unescape(fields[4]), fstype, source: unescape(source) };
+    return { device: fields[2], mountpoint: unescape(fields[4]), fstype, source: unescape(source) };
   });
 }
 

@@ -4,7 +4,7 @@
  */
 import { constants } from 'node:fs';
 import createDebug from 'debug';
-import type { StagingCache, CacheHandle } from '../cache/staging-cache';
+import type { StagingCache, CacheHandle, DirectAccess } from '../cache/staging-cache';
 import type { ObjectVersion } from '../cache/staged-object';
 import { FsError } from '../errors';
 import type { FileNode, Namespace, Node } from '../namespace/namespace';
@@ -98,6 +98,23 @@ export class Filesystem {
 
   async read(fh: number, buffer: Buffer, length: number, position: number): Promise<number> {
     return this.cache.read(this.handles.get(fh).cache, buffer, length, position);
+  }
+
+  /** Direct access to an open file's staged bytes, for an engine that reads them itself. */
+  directAccess(fh: number): Promise<DirectAccess | undefined> {
+    return this.cache.directAccess(this.handles.get(fh).cache);
+  }
+
+  /** A read an engine served itself from staged bytes. */
+  noteRead(fh: number, position: number, length: number): void {
+    this.cache.noteHit(this.handles.get(fh).cache, position, position + length);
+  }
+
+  /** The path of an inode number the kernel holds, for engines that speak in inodes. */
+  pathOf(ino: number): string {
+    const path = this.namespace.inodes.pathOf(ino);
+    if (path === undefined) throw new FsError('ENOENT', `unknown inode ${ino}`);
+    return path;
   }
 
   async release(fh: number): Promise<void> {

@@ -3,16 +3,10 @@
  * requests into Filesystem calls and errors into errno.
  */
 import Fuse from 'fuse-native';
-import createDebug from 'debug';
-import { errnoCodeOf, errorMessage, negativeErrno } from '../errors';
+import { negativeErrno } from '../errors';
 import type { Attr, Filesystem } from '../fs/filesystem';
 import type { Engine, EngineOptions } from './engine';
-
-const debug = createDebug('stagefs:fuse');
-const logError = createDebug('stagefs:error');
-
-/** Errors that are answers, not failures, and need no log line. */
-const QUIET = new Set(['ENOENT', 'EROFS', 'ENOTEMPTY', 'EEXIST', 'ENOTDIR', 'EISDIR', 'ENODATA', 'ENOTSUP']);
+import { logFailure } from './log';
 
 type Reply = (result: number, ...values: unknown[]) => void;
 
@@ -99,9 +93,7 @@ export class FuseNativeEngine implements Engine {
 
   private call<T>(op: string, path: string, cb: Reply, work: () => Promise<T>, done: (value: T) => void): void {
     work().then(done, (err: unknown) => {
-      const code = errnoCodeOf(err);
-      if (QUIET.has(code)) debug('%s %s: %s', op, path, code);
-      else logError('%s %s failed (%s): %s', op, path, code, errorMessage(err));
+      logFailure(op, path, err);
       cb(negativeErrno(err));
     });
   }

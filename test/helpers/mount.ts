@@ -29,7 +29,17 @@ function lazyUnmount(mountpoint: string): void {
   }
 }
 
+/** Every mount test runs on both engines; a native engine that fails to load fails its tests. */
+export const ENGINES = ['native', 'fuse-native'] as const;
+export type EngineName = (typeof ENGINES)[number];
+
+/** Registers `body` as one subtest per engine. */
+export function engineTest(t: Test, name: string, body: (t: Test, engine: EngineName) => Promise<void>): void {
+  for (const engine of ENGINES) void t.test(`${name} [${engine}]`, (t) => body(t, engine));
+}
+
 export interface MountOptions {
+  engine: EngineName;
   prefix?: string;
   bucket?: string;
   args?: string[];
@@ -74,13 +84,13 @@ export function mountpointDir(t: Test): string {
   return mountpoint;
 }
 
-export async function mountS3(t: Test, s3: TestS3, options: MountOptions = {}): Promise<TestMount> {
+export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promise<TestMount> {
   const mountpoint = mountpointDir(t);
   const cacheDir = options.cacheDir ?? tempDir(t, 'cache');
   const source = `s3://${options.bucket ?? BUCKET}${options.prefix ? '/' + options.prefix : ''}`;
   const daemon = spawn(
     process.execPath,
-    [CLI, 'mount', source, mountpoint, '--foreground', '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir, ...(options.args ?? [])],
+    [CLI, 'mount', source, mountpoint, '--foreground', '--engine', options.engine, '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir, ...(options.args ?? [])],
     { env: { ...process.env, ...s3.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';

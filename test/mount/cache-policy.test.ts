@@ -9,7 +9,7 @@ import type { StatusReport } from '../../src/cli/status-command';
 import { sleep } from '../../src/util/deferred';
 import { dropPageCache, runCli } from '../helpers/cli';
 import { randomData, sha256, sha256File } from '../helpers/files';
-import { mountS3, tempDir } from '../helpers/mount';
+import { engineTest, mountS3, tempDir } from '../helpers/mount';
 import { BUCKET, startS3 } from '../helpers/s3';
 
 const MiB = 1024 * 1024;
@@ -29,7 +29,7 @@ async function settle(): Promise<void> {
   await sleep(600);
 }
 
-t.test('stress: readers churn a small cache while one file stays open', async (t) => {
+engineTest(t, 'stress: readers churn a small cache while one file stays open', async (t, engine) => {
   const s3 = await startS3(t);
   const files = new Map<string, Buffer>();
   for (let i = 0; i < 12; i++) files.set(`pool/vol-${i}.raw`, randomData(6 * MiB + i * 4099));
@@ -37,7 +37,7 @@ t.test('stress: readers churn a small cache while one file stays open', async (t
   await Promise.all([...files].map(([key, data]) => s3.store.put(key, data)));
   await s3.store.put('pool/held.qcow2', held);
   const capacity = 24 * MiB;
-  const mount = await mountS3(t, s3, { args: ['--cache-size', '24MiB', '--block-size', '1MiB'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--cache-size', '24MiB', '--block-size', '1MiB'] });
 
   const heldFile = await open(mount.path('pool/held.qcow2'), 'r');
   t.teardown(() => heldFile.close().catch(() => undefined));
@@ -105,11 +105,11 @@ t.test('stress: readers churn a small cache while one file stays open', async (t
   t.ok(report.stagedBytes + report.reservedBytes <= capacity, 'and the cache within its size');
 });
 
-t.test('a cache too small for one block serves every read by bypass', async (t) => {
+engineTest(t, 'a cache too small for one block serves every read by bypass', async (t, engine) => {
   const s3 = await startS3(t);
   const data = randomData(5 * MiB);
   await s3.store.put('iso/big.iso', data);
-  const mount = await mountS3(t, s3, { args: ['--cache-size', '512KiB', '--block-size', '1MiB'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--cache-size', '512KiB', '--block-size', '1MiB'] });
   t.equal(await sha256File(mount.path('iso/big.iso')), sha256(data), 'the bytes are right');
   await settle();
   const report = await status(mount.cacheDir);
@@ -118,11 +118,11 @@ t.test('a cache too small for one block serves every read by bypass', async (t) 
   t.ok(s3.gets('iso/big.iso').length < 20, `sequential bypass reads fetch in chunks (${s3.gets('iso/big.iso').length} GETs)`);
 });
 
-t.test('age eviction removes an idle file and keeps an open one', async (t) => {
+engineTest(t, 'age eviction removes an idle file and keeps an open one', async (t, engine) => {
   const s3 = await startS3(t);
   await s3.store.put('snap/idle.vhd', randomData(2 * MiB));
   await s3.store.put('snap/open.vhd', randomData(2 * MiB));
-  const mount = await mountS3(t, s3, { args: ['--max-age', '2s', '--sweep-interval', '200ms'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--max-age', '2s', '--sweep-interval', '200ms'] });
   await readFile(mount.path('snap/idle.vhd'));
   const openFile = await open(mount.path('snap/open.vhd'), 'r');
   t.teardown(() => openFile.close().catch(() => undefined));
@@ -139,7 +139,7 @@ t.test('age eviction removes an idle file and keeps an open one', async (t) => {
   t.ok(existsSync(stagedFiles), 'staging dir exists');
 });
 
-t.test('pin, unpin, evict and prefetch from the command line', async (t) => {
+engineTest(t, 'pin, unpin, evict and prefetch from the command line', async (t, engine) => {
   const s3 = await startS3(t);
   const pinned = randomData(3 * MiB);
   const image = randomData(7 * MiB + 5);
@@ -148,7 +148,7 @@ t.test('pin, unpin, evict and prefetch from the command line', async (t) => {
   for (let i = 0; i < 4; i++) await s3.store.put(`tmpl/filler-${i}.raw`, randomData(3 * MiB));
   const cacheDir = tempDir(t, 'cache');
   const args = ['--cache-size', '8MiB', '--max-age', '1s', '--sweep-interval', '200ms'];
-  const first = await mountS3(t, s3, { cacheDir, args });
+  const first = await mountS3(t, s3, { engine, cacheDir, args });
 
   await readFile(first.path('tmpl/pinned.qcow2'));
   const pin = await runCli(['cache', 'pin', first.path('tmpl/pinned.qcow2')]);
@@ -158,7 +158,7 @@ t.test('pin, unpin, evict and prefetch from the command line', async (t) => {
   t.ok(entry(await status(cacheDir), 'tmpl/pinned.qcow2')?.pinned, 'a pinned file outlives --max-age');
 
   await first.unmount();
-  const second = await mountS3(t, s3, { cacheDir, args: ['--cache-size', '8MiB'] });
+  const second = await mountS3(t, s3, { engine, cacheDir, args: ['--cache-size', '8MiB'] });
   const remounted = await status(cacheDir);
   t.equal(entry(remounted, 'tmpl/pinned.qcow2')?.pinned, true, 'the pin survives a remount');
   t.equal(entry(remounted, 'tmpl/pinned.qcow2')?.stagedBytes, pinned.length, 'with its bytes');
@@ -202,11 +202,11 @@ t.test('pin, unpin, evict and prefetch from the command line', async (t) => {
   t.match(outside.stderr, /not inside a running stagefs mount/);
 });
 
-t.test('status --json reports what happened', async (t) => {
+engineTest(t, 'status --json reports what happened', async (t, engine) => {
   const s3 = await startS3(t);
   const data = randomData(3 * MiB + 1);
   await s3.store.put('vol/a.raw', data);
-  const mount = await mountS3(t, s3, { args: ['--cache-size', '64MiB', '--block-size', '1MiB'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--cache-size', '64MiB', '--block-size', '1MiB'] });
   const file = await open(mount.path('vol/a.raw'), 'r');
   await file.read(Buffer.alloc(10), 0, 10, 0);
   await settle();

@@ -2,18 +2,18 @@ import { readFile } from 'node:fs/promises';
 import t from 'tap';
 import { dropPageCache } from '../helpers/cli';
 import { randomData, sha256, sha256File } from '../helpers/files';
-import { mountS3, tempDir } from '../helpers/mount';
+import { engineTest, mountS3, tempDir } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
 import { sleep } from '../../src/util/deferred';
 
 const MiB = 1024 * 1024;
 
-t.test('a staged file reads again without GETs, also after a remount over the same cache', async (t) => {
+engineTest(t, 'a staged file reads again without GETs, also after a remount over the same cache', async (t, engine) => {
   const s3 = await startS3(t);
   const data = randomData(24 * MiB + 123);
   await s3.store.put('templates/centos.qcow2', data);
   const cacheDir = tempDir(t, 'cache');
-  const first = await mountS3(t, s3, { cacheDir });
+  const first = await mountS3(t, s3, { engine, cacheDir });
   const path = first.path('templates/centos.qcow2');
 
   t.equal(await sha256File(path), sha256(data), 'cold read');
@@ -26,16 +26,16 @@ t.test('a staged file reads again without GETs, also after a remount over the sa
   t.equal(s3.gets('templates/centos.qcow2').length, cold, 'the warm read issued no GET');
 
   await first.unmount();
-  const second = await mountS3(t, s3, { cacheDir });
+  const second = await mountS3(t, s3, { engine, cacheDir });
   t.equal(await sha256File(second.path('templates/centos.qcow2')), sha256(data), 'read after remount');
   t.equal(s3.gets('templates/centos.qcow2').length, cold, 'the remounted cache served without GETs');
 });
 
-t.test('an object overwritten in S3 is seen anew once the metadata TTL has passed', async (t) => {
+engineTest(t, 'an object overwritten in S3 is seen anew once the metadata TTL has passed', async (t, engine) => {
   const s3 = await startS3(t);
   await s3.store.put('iso/tools.iso', Buffer.from('version one'));
   await s3.store.put('iso/same-size.iso', Buffer.from('AAAA'));
-  const mount = await mountS3(t, s3, { args: ['--metadata-ttl', '1s'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--metadata-ttl', '1s'] });
   t.equal(await readFile(mount.path('iso/tools.iso'), 'utf8'), 'version one');
   t.equal(await readFile(mount.path('iso/same-size.iso'), 'utf8'), 'AAAA');
 

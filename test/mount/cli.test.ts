@@ -7,17 +7,17 @@ import t from 'tap';
 import { isStagefsMount, mountAt } from '../../src/daemon/mount-table';
 import { mountRecordFor } from '../../src/daemon/runtime-registry';
 import { runCli } from '../helpers/cli';
-import { mountpointDir, mountS3, tempDir } from '../helpers/mount';
+import { engineTest, mountS3, mountpointDir, tempDir } from '../helpers/mount';
 import { BUCKET, startS3 } from '../helpers/s3';
 
 const run = promisify(execFile);
 
-t.test('mount returns once the daemon serves; unmount takes it down', async (t) => {
+engineTest(t, 'mount returns once the daemon serves; unmount takes it down', async (t, engine) => {
   const s3 = await startS3(t);
   await s3.store.put('iso/boot.iso', Buffer.from('boot image'));
   const mountpoint = mountpointDir(t);
   const cacheDir = tempDir(t, 'cache');
-  const mounted = await runCli(['mount', `s3://${BUCKET}`, mountpoint, '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir], s3.env);
+  const mounted = await runCli(['mount', `s3://${BUCKET}`, mountpoint, '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir, '--engine', engine], s3.env);
   t.equal(mounted.code, 0, `mount exits 0 (${mounted.stderr.trim()})`);
   t.ok(isStagefsMount(mountAt(mountpoint)), 'the mount is up when the command returns');
   t.equal(await readFile(join(mountpoint, 'iso/boot.iso'), 'utf8'), 'boot image', 'and serves');
@@ -25,10 +25,10 @@ t.test('mount returns once the daemon serves; unmount takes it down', async (t) 
   t.ok(record, 'the daemon is registered');
   t.ok(existsSync(join(cacheDir, 'stagefs.log')), 'the daemon logs to the cache dir');
 
-  const again = await runCli(['mount', `s3://${BUCKET}`, mountpoint, '--endpoint', s3.server.endpoint, '--cache-dir', tempDir(t, 'cache')], s3.env);
+  const again = await runCli(['mount', `s3://${BUCKET}`, mountpoint, '--endpoint', s3.server.endpoint, '--cache-dir', tempDir(t, 'cache'), '--engine', engine], s3.env);
   t.equal(again.code, 1, 'mounting over a live mount fails');
   t.match(again.stderr, /already mounted/);
-  const shared = await runCli(['mount', `s3://${BUCKET}`, mountpointDir(t), '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir], s3.env);
+  const shared = await runCli(['mount', `s3://${BUCKET}`, mountpointDir(t), '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir, '--engine', engine], s3.env);
   t.match(shared.stderr, /cache dir .* is in use by the mount at/, 'a second mount cannot share the cache dir');
 
   const busy = await open(join(mountpoint, 'iso/boot.iso'), 'r');
@@ -49,10 +49,10 @@ t.test('mount returns once the daemon serves; unmount takes it down', async (t) 
   t.match(notMounted.stderr, /is not mounted/);
 });
 
-t.test('df, stat and ls work on the mount', async (t) => {
+engineTest(t, 'df, stat and ls work on the mount', async (t, engine) => {
   const s3 = await startS3(t);
   await s3.store.put('snapshots/2/15/snap.vhd', Buffer.alloc(3 * 1024 * 1024, 1));
-  const mount = await mountS3(t, s3, { args: ['--cache-size', '2GiB'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--cache-size', '2GiB'] });
   const df = await run('df', ['-B1', mount.mountpoint]);
   const [, line] = df.stdout.trim().split('\n');
   const [source, size] = line.split(/\s+/);

@@ -4,7 +4,7 @@ import { isStagefsMount, mountAt } from '../../src/daemon/mount-table';
 import { EmbeddedS3 } from '../../src/s3server/embedded-s3';
 import { runCli } from '../helpers/cli';
 import { randomData } from '../helpers/files';
-import { mountpointDir, mountS3, tempDir } from '../helpers/mount';
+import { engineTest, mountS3, mountpointDir, tempDir } from '../helpers/mount';
 import { BUCKET, startS3 } from '../helpers/s3';
 
 t.test('mount refuses, with one clear line and nothing mounted', async (t) => {
@@ -54,10 +54,10 @@ t.test('bad flags get a clear message and the usage line', async (t) => {
   }
 });
 
-t.test('writes on the read-only mount fail with EROFS', async (t) => {
+engineTest(t, 'writes on the read-only mount fail with EROFS', async (t, engine) => {
   const s3 = await startS3(t);
   await s3.store.put('dir/file', Buffer.from('data'));
-  const mount = await mountS3(t, s3, { args: ['--read-only'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--read-only'] });
   await t.rejects(writeFile(mount.path('new-file'), 'x'), { code: 'EROFS' }, 'create');
   await t.rejects(writeFile(mount.path('dir/file'), 'x'), { code: 'EROFS' }, 'overwrite');
   await t.rejects(mkdir(mount.path('newdir')), { code: 'EROFS' }, 'mkdir');
@@ -66,12 +66,12 @@ t.test('writes on the read-only mount fail with EROFS', async (t) => {
   t.equal(await readFile(mount.path('dir/file'), 'utf8'), 'data', 'nothing changed');
 });
 
-t.test('an S3 failure during a read fails that read with EIO; the mount stays up', async (t) => {
+engineTest(t, 'an S3 failure during a read fails that read with EIO; the mount stays up', async (t, engine) => {
   const s3 = await startS3(t);
   const data = randomData(4 * 1024 * 1024);
   await s3.store.put('vol/disk.raw', data);
   await s3.store.put('vol/small.txt', Buffer.from('small'));
-  const mount = await mountS3(t, s3, { args: ['--metadata-ttl', '10m'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--metadata-ttl', '10m'] });
   t.same(await readdir(mount.path('vol')), ['disk.raw', 'small.txt'], 'listed while the server is up');
 
   const { directory, port } = s3.server;

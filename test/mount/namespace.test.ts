@@ -1,6 +1,6 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import t from 'tap';
-import { mountS3 } from '../helpers/mount';
+import { engineTest, ENGINES, mountS3 } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
 import { putMany } from '../helpers/seed';
 
@@ -8,15 +8,19 @@ t.test('a directory of 10,000 objects lists completely', async (t) => {
   const s3 = await startS3(t);
   const names = Array.from({ length: 10_000 }, (_, i) => `vol-${String(i).padStart(5, '0')}.raw`);
   await putMany(s3.store, names.map((name) => [`big/${name}`, Buffer.from(name)]));
-  const mount = await mountS3(t, s3);
-  const listed = await readdir(mount.path('big'));
-  t.equal(listed.length, 10_000, 'every entry is listed');
-  t.same(listed.sort(), names, 'with the right names');
-  const sample = await readFile(mount.path('big/vol-09999.raw'), 'utf8');
-  t.equal(sample, 'vol-09999.raw', 'the last entry reads back');
+  for (const engine of ENGINES) {
+    await t.test(engine, async (t) => {
+      const mount = await mountS3(t, s3, { engine });
+      const listed = await readdir(mount.path('big'));
+      t.equal(listed.length, 10_000, 'every entry is listed');
+      t.same(listed.sort(), names, 'with the right names');
+      const sample = await readFile(mount.path('big/vol-09999.raw'), 'utf8');
+      t.equal(sample, 'vol-09999.raw', 'the last entry reads back');
+    });
+  }
 });
 
-t.test('nested directories, markers, odd keys, and a name that is both file and directory', async (t) => {
+engineTest(t, 'nested directories, markers, odd keys, and a name that is both file and directory', async (t, engine) => {
   const s3 = await startS3(t);
   const objects: Array<[string, string]> = [
     ['template/tmpl/2/201/disk.qcow2', 'qcow2'],
@@ -32,7 +36,7 @@ t.test('nested directories, markers, odd keys, and a name that is both file and 
     ['top.txt', 'top'],
   ];
   await putMany(s3.store, objects.map(([key, body]) => [key, Buffer.from(body)]));
-  const mount = await mountS3(t, s3);
+  const mount = await mountS3(t, s3, { engine });
 
   t.same((await readdir(mount.mountpoint)).sort(), ['both', 'empty-dir', 'odd', 'template', 'top.txt'], 'root listing');
   t.same(await readdir(mount.path('template/tmpl/2/201')), ['disk.qcow2', 'template.properties'], 'deep listing');
@@ -55,14 +59,14 @@ t.test('nested directories, markers, odd keys, and a name that is both file and 
   await t.rejects(stat(mount.path('no-such-file')), { code: 'ENOENT' }, 'missing names are ENOENT');
 });
 
-t.test('a prefix mount shows only what is under the prefix', async (t) => {
+engineTest(t, 'a prefix mount shows only what is under the prefix', async (t, engine) => {
   const s3 = await startS3(t);
   await putMany(s3.store, [
     ['zone1/iso/a.iso', Buffer.from('a')],
     ['zone1/iso/b.iso', Buffer.from('b')],
     ['zone2/iso/c.iso', Buffer.from('c')],
   ]);
-  const mount = await mountS3(t, s3, { prefix: 'zone1' });
+  const mount = await mountS3(t, s3, { engine, prefix: 'zone1' });
   t.same(await readdir(mount.mountpoint), ['iso'], 'root is the prefix');
   t.same(await readdir(mount.path('iso')), ['a.iso', 'b.iso'], 'children of the prefix');
   t.equal(await readFile(mount.path('iso/b.iso'), 'utf8'), 'b', 'reads under the prefix');

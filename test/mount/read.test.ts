@@ -1,13 +1,13 @@
 import { open } from 'node:fs/promises';
 import t from 'tap';
 import { randomData, readAt, sha256, sha256File } from '../helpers/files';
-import { mountS3 } from '../helpers/mount';
+import { engineTest, mountS3 } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
 
 const BLOCK = 1024 * 1024;
 const MiB = 1024 * 1024;
 
-t.test('bytes read through the mount equal the object, at every size edge', async (t) => {
+engineTest(t, 'bytes read through the mount equal the object, at every size edge', async (t, engine) => {
   const s3 = await startS3(t);
   const sizes: Record<string, number> = {
     empty: 0,
@@ -22,17 +22,17 @@ t.test('bytes read through the mount equal the object, at every size edge', asyn
     sources.set(name, data);
     await s3.store.put(`sizes/${name}`, data);
   }
-  const mount = await mountS3(t, s3, { args: ['--block-size', '1MiB'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--block-size', '1MiB'] });
   for (const [name, data] of sources) {
     t.equal(await sha256File(mount.path(`sizes/${name}`)), sha256(data), `${name} (${data.length} bytes)`);
   }
 });
 
-t.test('a 300 MiB object reads back whole, and random-offset reads match it', async (t) => {
+engineTest(t, 'a 300 MiB object reads back whole, and random-offset reads match it', async (t, engine) => {
   const s3 = await startS3(t);
   const data = randomData(300 * MiB);
   await s3.store.put('images/big.qcow2', data);
-  const mount = await mountS3(t, s3);
+  const mount = await mountS3(t, s3, { engine });
   const path = mount.path('images/big.qcow2');
 
   // Random reads first, while the file is cold: each faults only what it touches.

@@ -1,0 +1,351 @@
+/*
+ * The stagefs native engine as a Node addon (N-API). JavaScript mounts, opens a session with a
+ * callback for events, answers the requests it receives, and registers read-only open files
+ * whose staged ranges the request threads then serve on their own.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <node_api.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "fuse_abi.h"
+#include "mount.h"
+#include "session.h"
+
+#define CHECK(call)                                                   \
+  do {                                                                \
+    if ((call) != napi_ok) {                                          \
+      napi_throw_error(env, NULL, "stagefs native: " #call " failed"); \
+      return NULL;                                                    \
+    }                                                                 \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, int err, const char *message) {
+  napi_value code, text, error;
+  napi_create_string_utf8(env, strerror(err), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, NULL, text, &error);
+  napi_value errno_value;
+  napi_create_int32(env, err, &errno_value);
+  napi_set_named_property(env, error, "errno", errno_value);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_string(napi_env env, napi_value object, const char *name, char *out, size_t size) {
+  napi_value value;
+  size_t length;
+  if (napi_get_named_property(env, object, name, &value) != napi_ok) return 0;
+  return napi_get_value_string_utf8(env, value, out, size, &length) == napi_ok && length > 0 && length < size - 1;
+}
+
+static int get_bool(napi_env env, napi_value object, const char *name) {
+  napi_value value;
+  bool result = false;
+  if (napi_get_named_property(env, object, name, &value) == napi_ok) napi_get_value_bool(env, value, &result);
+  return result;
+}
+
+static int64_t get_int(napi_env env, napi_value object, const char *name, int64_t fallback) {
+  napi_value value;
+  int64_t result = fallback;
+  napi_valuetype type;
+  if (napi_get_named_property(env, object, name, &value) == napi_ok && napi_typeof(env, value, &type) == napi_ok &&
+      type == napi_number)
+    napi_get_value_int64(env, value, &result);
+  return result;
+}
+
+static session *get_session(napi_env env, napi_value value) {
+  session *s = NULL;
+  if (napi_get_value_external(env, value, (void **)&s) != napi_ok || !s || s->fd < 0) {
+    napi_throw_error(env, NULL, "stagefs native: not an open session");
+    return NULL;
+  }
+  return s;
+}
+
+/* mount({ mountpoint, source, allowOther, readOnly }) -> /dev/fuse descriptor */
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char mountpoint[4096], source[1024], error[512];
+  if (argc < 1 || !get_string(env, argv[0], "mountpoint", mountpoint, sizeof(mountpoint)) ||
+      !get_string(env, argv[0], "source", source, sizeof(source))) {
+    napi_throw_type_error(env, NULL, "mount: mountpoint and source are required");
+    return NULL;
+  }
+  mount_options options = {mountpoint, source, get_bool(env, argv[0], "allowOther"), get_bool(env, argv[0], "readOnly")};
+  int fd = stagefs_mount(&options, error, sizeof(error));
+  if (fd < 0) return throw_errno(env, errno ? errno : EIO, error);
+  CHECK(napi_create_int32(env, fd, &result));
+  return result;
+}
+
+static void free_handle(napi_env env, fast_handle *h) {
+  if (h->bitmap_ref) napi_delete_reference(env, h->bitmap_ref);
+  close(h->fd);
+  free(h);
+}
+
+static void finalize_buffer(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+static void call_js(napi_env env, napi_value callback, void *context, void *data) {
+  (void)context;
+  session_event *event = data;
+  if (env == NULL) {
+    free(event->data);
+    free(event);
+    return;
+  }
+  napi_value argv[4], undefined;
+  size_t argc = 2;
+  napi_get_undefined(env, &undefined);
+  napi_create_int32(env, event->kind, &argv[0]);
+  switch (event->kind) {
+    case SESSION_EVENT_REQUEST:
+      napi_create_external_buffer(env, event->size, event->data, finalize_buffer, NULL, &argv[1]);
+      event->data = NULL;
+      break;
+    case SESSION_EVENT_HIT:
+      napi_create_double(env, (double)event->fh, &argv[1]);
+      napi_create_double(env, (double)event->offset, &argv[2]);
+      napi_create_double(env, (double)event->length, &argv[3]);
+      argc = 4;
+      break;
+    case SESSION_EVENT_INIT:
+    case SESSION_EVENT_CLOSED:
+      napi_create_int32(env, event->error, &argv[1]);
+      break;
+  }
+  free(event->data);
+  free(event);
+  if (napi_call_function(env, undefined, callback, argc, argv, NULL) == napi_pending_exception) {
+    napi_value exception;
+    napi_get_and_clear_last_exception(env, &exception);
+    napi_fatal_exception(env, exception);
+  }
+}
+
+static void finalize_session(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  session *s = data;
+  pthread_mutex_destroy(&s->lock);
+  pthread_cond_destroy(&s->reader_done);
+  free(s);
+}
+
+/* open(fd, { threads, passthrough }, onEvent) -> session */
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], name, result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, "open: fd, options and a callback are required");
+    return NULL;
+  }
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  session *s = calloc(1, sizeof(*s));
+  if (!s) return throw_errno(env, ENOMEM, "open: out of memory");
+  s->fd = fd;
+  int64_t threads = get_int(env, argv[1], "threads", 4);
+  s->thread_count = threads < 1 ? 1 : threads > SESSION_MAX_THREADS ? SESSION_MAX_THREADS : (int)threads;
+  s->want_passthrough = get_bool(env, argv[1], "passthrough");
+  CHECK(napi_create_string_utf8(env, "stagefs-fuse", NAPI_AUTO_LENGTH, &name));
+  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, s, finalize_session, NULL, call_js, &s->events) !=
+      napi_ok) {
+    free(s);
+    napi_throw_error(env, NULL, "open: cannot create the event channel");
+    return NULL;
+  }
+  int err = session_start(s);
+  if (err) {
+    /* Threads that started stop when the caller unmounts; the session stays to be closed. */
+    return throw_errno(env, err, "open: cannot start request threads");
+  }
+  CHECK(napi_create_external(env, s, NULL, NULL, &result));
+  return result;
+}
+
+/* reply(session, unique: bigint, errno: number, data?: Buffer | Buffer[]) -> 0 or errno */
+static napi_value js_reply(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  uint64_t unique;
+  bool lossless;
+  int32_t error;
+  CHECK(napi_get_value_bigint_uint64(env, argv[1], &unique, &lossless));
+  CHECK(napi_get_value_int32(env, argv[2], &error));
+  struct iovec parts[7];
+  int count = 0;
+  if (argc > 3) {
+    bool is_array = false;
+    napi_valuetype type;
+    CHECK(napi_typeof(env, argv[3], &type));
+    if (type != napi_undefined) {
+      CHECK(napi_is_array(env, argv[3], &is_array));
+      uint32_t length = 1;
+      if (is_array) CHECK(napi_get_array_length(env, argv[3], &length));
+      if (length > 7) {
+        napi_throw_range_error(env, NULL, "reply: at most 7 data parts");
+        return NULL;
+      }
+      for (uint32_t i = 0; i < length; i++) {
+        napi_value part = argv[3];
+        if (is_array) CHECK(napi_get_element(env, argv[3], i, &part));
+        CHECK(napi_get_buffer_info(env, part, &parts[count].iov_base, &parts[count].iov_len));
+        count++;
+      }
+    }
+  }
+  int err = session_reply(s, unique, error, parts, count);
+  CHECK(napi_create_int32(env, err, &result));
+  return result;
+}
+
+/* registerHandle(session, fh, fd, bitmap: Uint8Array, blockSize, size) */
+static napi_value js_register_handle(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  int64_t fh, size;
+  int32_t fd;
+  uint32_t block_size;
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *bits;
+  napi_value arraybuffer;
+  CHECK(napi_get_value_int64(env, argv[1], &fh));
+  CHECK(napi_get_value_int32(env, argv[2], &fd));
+  CHECK(napi_get_typedarray_info(env, argv[3], &type, &length, &bits, &arraybuffer, &offset));
+  CHECK(napi_get_value_uint32(env, argv[4], &block_size));
+  CHECK(napi_get_value_int64(env, argv[5], &size));
+  if (type != napi_uint8_array || block_size == 0 || (uint64_t)length * 8 * block_size < (uint64_t)size) {
+    napi_throw_range_error(env, NULL, "registerHandle: the bitmap does not cover the file");
+    return NULL;
+  }
+  napi_ref ref;
+  CHECK(napi_create_reference(env, argv[3], 1, &ref));
+  int err = session_register_handle(s, (uint64_t)fh, fd, bits, block_size, (uint64_t)size, ref);
+  if (err) {
+    napi_delete_reference(env, ref);
+    return throw_errno(env, err, "registerHandle failed");
+  }
+  return NULL;
+}
+
+/* unregisterHandle(session, fh): waits for fast-path reads of it to finish */
+static napi_value js_unregister_handle(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  int64_t fh;
+  CHECK(napi_get_value_int64(env, argv[1], &fh));
+  fast_handle *h = session_unregister_handle(s, (uint64_t)fh);
+  if (h) free_handle(env, h);
+  return NULL;
+}
+
+/* backingOpen(session, fd) -> backing id for FOPEN_PASSTHROUGH */
+static napi_value js_backing_open(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[1], &fd));
+  struct stagefs_backing_map map = {.fd = fd, .flags = 0, .padding = 0};
+  int id = ioctl(s->fd, STAGEFS_DEV_IOC_BACKING_OPEN, &map);
+  if (id < 0) return throw_errno(env, errno, "FUSE_DEV_IOC_BACKING_OPEN failed");
+  CHECK(napi_create_int32(env, id, &result));
+  return result;
+}
+
+static napi_value js_backing_close(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  uint32_t id;
+  CHECK(napi_get_value_uint32(env, argv[1], &id));
+  if (ioctl(s->fd, STAGEFS_DEV_IOC_BACKING_CLOSE, &id) < 0) return throw_errno(env, errno, "FUSE_DEV_IOC_BACKING_CLOSE failed");
+  return NULL;
+}
+
+static void set_number(napi_env env, napi_value object, const char *name, double number) {
+  napi_value value;
+  napi_create_double(env, number, &value);
+  napi_set_named_property(env, object, name, value);
+}
+
+/* info(session) -> what INIT negotiated */
+static napi_value js_info(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result, flag;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  CHECK(napi_create_object(env, &result));
+  set_number(env, result, "protocolMinor", s->proto_minor);
+  set_number(env, result, "maxWrite", s->max_write);
+  set_number(env, result, "maxReadahead", s->max_readahead);
+  set_number(env, result, "threads", s->thread_count);
+  CHECK(napi_get_boolean(env, s->passthrough, &flag));
+  CHECK(napi_set_named_property(env, result, "passthrough", flag));
+  return result;
+}
+
+/* close(session): after the CLOSED event; joins threads, closes the device, frees everything */
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  session_join(s);
+  for (fast_handle *h = session_take_all_handles(s), *next; h; h = next) {
+    next = h->next;
+    free_handle(env, h);
+  }
+  close(s->fd);
+  s->fd = -1;
+  napi_release_threadsafe_function(s->events, napi_tsfn_release);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor properties[] = {
+      {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
+      {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
+      {"reply", NULL, js_reply, NULL, NULL, NULL, napi_default, NULL},
+      {"registerHandle", NULL, js_register_handle, NULL, NULL, NULL, napi_default, NULL},
+      {"unregisterHandle", NULL, js_unregister_handle, NULL, NULL, NULL, napi_default, NULL},
+      {"backingOpen", NULL, js_backing_open, NULL, NULL, NULL, napi_default, NULL},
+      {"backingClose", NULL, js_backing_close, NULL, NULL, NULL, napi_default, NULL},
+      {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,195 @@
+/**
+ * The FUSE kernel protocol's messages, as the native engine hands them to JavaScript: request
+ * parsing and reply encoding (little-endian, 64-bit Linux layouts of <linux/fuse.h>).
+ */
+import type { Attr, FsStats } from '../fs/filesystem';
+
+export const Op = {
+  LOOKUP: 1,
+  FORGET: 2,
+  GETATTR: 3,
+  SETATTR: 4,
+  READLINK: 5,
+  SYMLINK: 6,
+  MKNOD: 8,
+  MKDIR: 9,
+  UNLINK: 10,
+  RMDIR: 11,
+  RENAME: 12,
+  LINK: 13,
+  OPEN: 14,
+  READ: 15,
+  WRITE: 16,
+  STATFS: 17,
+  RELEASE: 18,
+  FSYNC: 20,
+  SETXATTR: 21,
+  GETXATTR: 22,
+  LISTXATTR: 23,
+  REMOVEXATTR: 24,
+  FLUSH: 25,
+  OPENDIR: 27,
+  READDIR: 28,
+  RELEASEDIR: 29,
+  FSYNCDIR: 30,
+  ACCESS: 34,
+  CREATE: 35,
+  READDIRPLUS: 44,
+  RENAME2: 45,
+} as const;
+
+export const FOPEN_DIRECT_IO = 1 << 0;
+export const FOPEN_KEEP_CACHE = 1 << 1;
+export const FOPEN_PASSTHROUGH = 1 << 7;
+
+export const IN_HEADER_SIZE = 40;
+const ATTR_SIZE = 88;
+const ENTRY_OUT_SIZE = 40 + ATTR_SIZE;
+const DIRENT_HEADER_SIZE = 24;
+
+export interface RequestHeader {
+  opcode: number;
+  unique: bigint;
+  nodeid: number;
+  uid: number;
+  gid: number;
+  pid: number;
+}
+
+export function parseHeader(message: Buffer): RequestHeader {
+  return {
+    opcode: message.readUInt32LE(4),
+    unique: message.readBigUInt64LE(8),
+    // Node ids are inode numbers, which stagefs keeps within 32 bits.
+    nodeid: Number(message.readBigUInt64LE(16)),
+    uid: message.readUInt32LE(24),
+    gid: message.readUInt32LE(28),
+    pid: message.readUInt32LE(32),
+  };
+}
+
+/** The NUL-terminated name a LOOKUP (and similar) carries after its header. */
+export function parseName(body: Buffer, offset = 0): string {
+  const end = body.indexOf(0, offset);
+  return body.toString('utf8', offset, end < 0 ? body.length : end);
+}
+
+export interface ReadIn {
+  fh: number;
+  offset: number;
+  size: number;
+}
+
+export function parseReadIn(body: Buffer): ReadIn {
+  return { fh: Number(body.readBigUInt64LE(0)), offset: Number(body.readBigUInt64LE(8)), size: body.readUInt32LE(16) };
+}
+
+/** OPEN's flags (O_*); RELEASE's, FLUSH's and RELEASEDIR's file handle. */
+export const parseOpenFlags = (body: Buffer): number => body.readUInt32LE(0);
+export const parseFh = (body: Buffer): number => Number(body.readBigUInt64LE(0));
+
+function writeAttr(out: Buffer, at: number, attr: Attr): void {
+  const seconds = (date: Date) => BigInt(Math.floor(date.getTime() / 1000));
+  const nanos = (date: Date) => (date.getTime() % 1000) * 1_000_000;
+  out.writeBigUInt64LE(BigInt(attr.ino), at);
+  out.writeBigUInt64LE(BigInt(attr.size), at + 8);
+  out.writeBigUInt64LE(BigInt(attr.blocks), at + 16);
+  out.writeBigUInt64LE(seconds(attr.atime), at + 24);
+  out.writeBigUInt64LE(seconds(attr.mtime), at + 32);
+  out.writeBigUInt64LE(seconds(attr.ctime), at + 40);
+  out.writeUInt32LE(nanos(attr.atime), at + 48);
+  out.writeUInt32LE(nanos(attr.mtime), at + 52);
+  out.writeUInt32LE(nanos(attr.ctime), at + 56);
+  out.writeUInt32LE(attr.mode, at + 60);
+  out.writeUInt32LE(attr.nlink, at + 64);
+  out.writeUInt32LE(attr.uid, at + 68);
+  out.writeUInt32LE(attr.gid, at + 72);
+  out.writeUInt32LE(0, at + 76); // rdev
+  out.writeUInt32LE(attr.blksize, at + 80);
+  out.writeUInt32LE(0, at + 84); // flags
+}
+
+function writeTimeout(out: Buffer, at: number, seconds: number): void {
+  out.writeBigUInt64LE(BigInt(Math.floor(seconds)), at);
+}
+
+function writeEntry(out: Buffer, at: number, attr: Attr | undefined, validSeconds: number): void {
+  out.fill(0, at, at + ENTRY_OUT_SIZE);
+  if (attr) out.writeBigUInt64LE(BigInt(attr.ino), at); // nodeid 0: a negative entry
+  writeTimeout(out, at + 16, validSeconds);
+  writeTimeout(out, at + 24, validSeconds);
+  const nanos = Math.round((validSeconds % 1) * 1e9);
+  out.writeUInt32LE(nanos, at + 32);
+  out.writeUInt32LE(nanos, at + 36);
+  if (attr) writeAttr(out, at + 40, attr);
+}
+
+/** fuse_entry_out; without an attr it is a negative entry the kernel may cache. */
+export function entryOut(attr: Attr | undefined, validSeconds: number): Buffer {
+  const out = Buffer.alloc(ENTRY_OUT_SIZE);
+  writeEntry(out, 0, attr, validSeconds);
+  return out;
+}
+
+export function attrOut(attr: Attr, validSeconds: number): Buffer {
+  const out = Buffer.alloc(16 + ATTR_SIZE);
+  writeTimeout(out, 0, validSeconds);
+  out.writeUInt32LE(Math.round((validSeconds % 1) * 1e9), 8);
+  writeAttr(out, 16, attr);
+  return out;
+}
+
+export function openOut(fh: number, openFlags: number, backingId = 0): Buffer {
+  const out = Buffer.alloc(16);
+  out.writeBigUInt64LE(BigInt(fh), 0);
+  out.writeUInt32LE(openFlags, 8);
+  out.writeInt32LE(backingId, 12);
+  return out;
+}
+
+export function statfsOut(stats: FsStats): Buffer {
+  const out = Buffer.alloc(80);
+  out.writeBigUInt64LE(BigInt(stats.blocks), 0);
+  out.writeBigUInt64LE(BigInt(stats.blocksFree), 8);
+  out.writeBigUInt64LE(BigInt(stats.blocksFree), 16);
+  out.writeBigUInt64LE(BigInt(stats.files), 24);
+  out.writeBigUInt64LE(BigInt(stats.filesFree), 32);
+  out.writeUInt32LE(stats.blockSize, 40);
+  out.writeUInt32LE(stats.nameMax, 44);
+  out.writeUInt32LE(stats.blockSize, 48);
+  return out;
+}
+
+export interface DirectoryEntry {
+  name: string;
+  attr: Attr;
+}
+
+const align8 = (n: number) => (n + 7) & ~7;
+
+/**
+ * Packs directory entries from index `start` into at most `size` bytes, as READDIR (plain) or
+ * READDIRPLUS (with each entry's attributes) expects. Each entry's offset is the index of the
+ * next, which the kernel hands back to continue.
+ */
+export function packDirectory(entries: DirectoryEntry[], start: number, size: number, plus: boolean, validSeconds: number): Buffer {
+  const parts: Buffer[] = [];
+  let used = 0;
+  for (let index = start; index < entries.length; index++) {
+    const { name, attr } = entries[index];
+    const nameBytes = Buffer.from(name, 'utf8');
+    const direntAt = plus ? ENTRY_OUT_SIZE : 0;
+    const length = align8(direntAt + DIRENT_HEADER_SIZE + nameBytes.length);
+    if (used + length > size) break;
+    const part = Buffer.alloc(length);
+    if (plus) writeEntry(part, 0, name === '.' || name === '..' ? undefined : attr, validSeconds);
+    part.writeBigUInt64LE(BigInt(attr.ino), direntAt);
+    part.writeBigUInt64LE(BigInt(index + 1), direntAt + 8);
+    part.writeUInt32LE(nameBytes.length, direntAt + 16);
+    part.writeUInt32LE((attr.mode >>> 12) & 0xf, direntAt + 20);
+    nameBytes.copy(part, direntAt + DIRENT_HEADER_SIZE);
+    parts.push(part);
+    used += length;
+  }
+  return Buffer.concat(parts, used);
+}

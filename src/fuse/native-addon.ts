@@ -1,0 +1,47 @@
+/** Loading the native engine's addon (built by binding.gyp into build/Release). */
+import { join } from 'node:path';
+
+export type Session = { readonly __session: unique symbol };
+
+export const EVENT_REQUEST = 1;
+export const EVENT_HIT = 2;
+export const EVENT_INIT = 3;
+export const EVENT_CLOSED = 4;
+
+export type EventHandler = (kind: number, a: Buffer | number, b?: number, c?: number) => void;
+
+export interface NegotiatedInfo {
+  protocolMinor: number;
+  passthrough: boolean;
+  maxWrite: number;
+  maxReadahead: number;
+  threads: number;
+}
+
+export interface NativeAddon {
+  mount(options: { mountpoint: string; source: string; allowOther: boolean; readOnly: boolean }): number;
+  open(fd: number, options: { threads: number; passthrough: boolean }, onEvent: EventHandler): Session;
+  reply(session: Session, unique: bigint, errno: number, data?: Buffer | Buffer[]): number;
+  registerHandle(session: Session, fh: number, fd: number, bitmap: Uint8Array, blockSize: number, size: number): void;
+  unregisterHandle(session: Session, fh: number): void;
+  backingOpen(session: Session, fd: number): number;
+  backingClose(session: Session, backingId: number): void;
+  info(session: Session): NegotiatedInfo;
+  close(session: Session): void;
+}
+
+export const ADDON_PATH = join(__dirname, '..', '..', '..', 'build', 'Release', 'stagefs_native.node');
+
+let loaded: { addon: NativeAddon } | { error: string } | undefined;
+
+/** The addon, or why it cannot be used here. */
+export function loadNativeAddon(): { addon: NativeAddon } | { error: string } {
+  if (!loaded) {
+    try {
+      loaded = { addon: require(ADDON_PATH) as NativeAddon };
+    } catch (err) {
+      loaded = { error: (err as Error).message.split('\n')[0] };
+    }
+  }
+  return loaded;
+}

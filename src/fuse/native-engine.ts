@@ -1,0 +1,309 @@
+/**
+ * The native engine: the addon in native/ speaks the kernel's FUSE protocol on /dev/fuse with
+ * its own request threads. Reads of staged ranges are answered there with pread; files staged
+ * whole at open are handed to the kernel with FUSE passthrough; everything else arrives here
+ * and is translated into Filesystem calls.
+ */
+import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import createDebug from 'debug';
+import { FsError, errnoOf, errorMessage } from '../errors';
+import type { Filesystem } from '../fs/filesystem';
+import { HandleTable } from '../fs/handle-table';
+import { fuseUnmount, mountAt } from '../daemon/mount-table';
+import { joinPath, parentOf } from '../namespace/paths';
+import { Deferred } from '../util/deferred';
+import type { Engine, EngineOptions } from './engine';
+import {
+  attrOut,
+  entryOut,
+  FOPEN_DIRECT_IO,
+  FOPEN_KEEP_CACHE,
+  FOPEN_PASSTHROUGH,
+  IN_HEADER_SIZE,
+  Op,
+  openOut,
+  packDirectory,
+  parseFh,
+  parseHeader,
+  parseName,
+  parseOpenFlags,
+  parseReadIn,
+  statfsOut,
+  type DirectoryEntry,
+  type RequestHeader,
+} from './kernel-protocol';
+import { logFailure } from './log';
+import { EVENT_CLOSED, EVENT_HIT, EVENT_INIT, EVENT_REQUEST, type NativeAddon, type NegotiatedInfo, type Session } from './native-addon';
+
+const debug = createDebug('stagefs:native');
+const warn = createDebug('stagefs:warn');
+
+const INIT_TIMEOUT_MS = 10_000;
+const CLOSE_TIMEOUT_MS = 10_000;
+/** Kernel readahead for the mount; the default (128 KiB) starves a sequential reader. */
+const READ_AHEAD_KB = 4096;
+
+type IoMode = 'passthrough' | 'cached' | 'direct';
+
+/**
+ * The kernel puts an inode either in cached mode or in passthrough mode (on one backing file);
+ * an open that would mix them fails. Opens of one inode are counted to choose compatibly.
+ */
+interface InodeIo {
+  cached: number;
+  passthrough: number;
+  backing: { id: number; versionId: string } | undefined;
+}
+
+interface OpenFile {
+  ino: number;
+  mode: IoMode;
+  fastPath: boolean;
+}
+
+type Reply = Buffer | Buffer[] | undefined;
+
+const REFUSED_WHILE_READ_ONLY = new Set<number>([
+  Op.SETATTR, Op.SYMLINK, Op.MKNOD, Op.MKDIR, Op.UNLINK, Op.RMDIR, Op.RENAME, Op.RENAME2, Op.LINK, Op.CREATE, Op.WRITE,
+]);
+
+export class NativeEngine implements Engine {
+  readonly name = 'native';
+  private session: Session | undefined;
+  private negotiated: NegotiatedInfo | undefined;
+  private device = '';
+  private readonly initialized = new Deferred<void>();
+  private readonly closed = new Deferred<void>();
+  private readonly directories = new HandleTable<DirectoryEntry[]>();
+  private readonly openFiles = new Map<number, OpenFile>();
+  private readonly inodeIo = new Map<number, InodeIo>();
+  /** Version last opened per inode: the page cache is kept when the same version is opened again. */
+  private readonly lastVersion = new Map<number, string>();
+
+  constructor(
+    private readonly fs: Filesystem,
+    private readonly options: EngineOptions,
+    private readonly addon: NativeAddon,
+  ) {}
+
+  get info(): NegotiatedInfo | undefined {
+    return this.negotiated;
+  }
+
+  async mount(): Promise<void> {
+    const { options } = this;
+    const fd = this.addon.mount({
+      mountpoint: options.mountpoint,
+      source: options.source,
+      allowOther: options.allowOther,
+      readOnly: options.readOnly,
+    });
+    const threads = Math.max(4, availableParallelism());
+    this.session = this.addon.open(fd, { threads, passthrough: true }, (kind, a, b, c) => this.onEvent(kind, a, b, c));
+    const timer = setTimeout(() => this.initialized.reject(new Error('the kernel did not send INIT within 10s')), INIT_TIMEOUT_MS);
+    try {
+      await this.initialized.promise;
+    } catch (err) {
+      await this.unmount();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    this.negotiated = this.addon.info(this.session);
+    this.device = mountAt(options.mountpoint)?.device ?? '';
+    this.tuneReadahead();
+    debug('mounted with protocol 7.%d, passthrough %s, %d threads', this.negotiated.protocolMinor, this.negotiated.passthrough, threads);
+  }
+
+  async unmount(): Promise<void> {
+    if (!this.session) return;
+    try {
+      await fuseUnmount(this.options.mountpoint, true);
+    } catch (err) {
+      debug('unmount: %s', errorMessage(err));
+    }
+    const timer = setTimeout(() => this.abortConnection(), CLOSE_TIMEOUT_MS);
+    await this.closed.promise;
+    clearTimeout(timer);
+  }
+
+  private onEvent(kind: number, a: Buffer | number, b?: number, c?: number): void {
+    switch (kind) {
+      case EVENT_REQUEST:
+        void this.handle(a as Buffer);
+        break;
+      case EVENT_HIT:
+        if (this.openFiles.has(a as number)) this.fs.noteRead(a as number, b!, c!);
+        break;
+      case EVENT_INIT:
+        this.initialized.resolve();
+        break;
+      case EVENT_CLOSED:
+        if (a) warn('the FUSE device failed: errno %d', a);
+        this.addon.close(this.session!);
+        this.session = undefined;
+        this.closed.resolve();
+        break;
+    }
+  }
+
+  private async handle(message: Buffer): Promise<void> {
+    const header = parseHeader(message);
+    const body = message.subarray(IN_HEADER_SIZE);
+    let reply: Reply;
+    let errno = 0;
+    try {
+      reply = await this.dispatch(header, body);
+    } catch (err) {
+      logFailure(opName(header.opcode), this.describe(header.nodeid), err);
+      errno = errnoOf(err);
+    }
+    if (!this.session) return;
+    const failed = this.addon.reply(this.session, header.unique, errno, errno ? undefined : reply);
+    if (failed) warn('reply to %s failed: errno %d', opName(header.opcode), failed);
+  }
+
+  private async dispatch(header: RequestHeader, body: Buffer): Promise<Reply> {
+    const ttl = this.options.kernelCacheSeconds;
+    switch (header.opcode) {
+      case Op.LOOKUP: {
+        const path = joinPath(this.fs.pathOf(header.nodeid), parseName(body));
+        try {
+          return entryOut(await this.fs.getattr(path), ttl);
+        } catch (err) {
+          if (err instanceof FsError && err.code === 'ENOENT') return entryOut(undefined, ttl);
+          throw err;
+        }
+      }
+      case Op.GETATTR:
+        return attrOut(await this.fs.getattr(this.fs.pathOf(header.nodeid)), ttl);
+      case Op.OPENDIR:
+        return openOut(this.directories.add(await this.listing(this.fs.pathOf(header.nodeid))), 0);
+      case Op.READDIR:
+      case Op.READDIRPLUS: {
+        const read = parseReadIn(body);
+        return packDirectory(this.directories.get(read.fh), read.offset, read.size, header.opcode === Op.READDIRPLUS, ttl);
+      }
+      case Op.RELEASEDIR:
+        this.directories.remove(parseFh(body));
+        return undefined;
+      case Op.OPEN:
+        return this.open(header.nodeid, parseOpenFlags(body));
+      case Op.READ: {
+        const read = parseReadIn(body);
+        const buffer = Buffer.allocUnsafe(read.size);
+        const n = await this.fs.read(read.fh, buffer, read.size, read.offset);
+        return buffer.subarray(0, n);
+      }
+      case Op.RELEASE:
+        return this.release(parseFh(body));
+      case Op.FLUSH:
+      case Op.FSYNC:
+      case Op.FSYNCDIR:
+        return undefined;
+      case Op.STATFS:
+        return statfsOut(this.fs.statfs());
+      default:
+        if (REFUSED_WHILE_READ_ONLY.has(header.opcode)) return this.fs.refuseWrite(this.fs.pathOf(header.nodeid));
+        // ENOSYS tells the kernel not to ask again (xattrs, access checks, locks, ...).
+        throw new FsError('ENOSYS');
+    }
+  }
+
+  private describe(ino: number): string {
+    try {
+      return this.fs.pathOf(ino);
+    } catch {
+      return `inode ${ino}`;
+    }
+  }
+
+  /** A directory's entries, "." and ".." first, as one snapshot for the whole OPENDIR. */
+  private async listing(path: string): Promise<DirectoryEntry[]> {
+    const [self, parent, children] = await Promise.all([
+      this.fs.getattr(path),
+      this.fs.getattr(parentOf(path)),
+      this.fs.readdir(path),
+    ]);
+    return [{ name: '.', attr: self }, { name: '..', attr: parent }, ...children];
+  }
+
+  private async open(ino: number, flags: number): Promise<Buffer> {
+    const fh = await this.fs.open(this.fs.pathOf(ino), flags);
+    try {
+      const access = await this.fs.directAccess(fh);
+      const io = this.inodeIo.get(ino) ?? { cached: 0, passthrough: 0, backing: undefined };
+      this.inodeIo.set(ino, io);
+      const version = access?.versionId ?? 'empty';
+      let mode: IoMode = io.passthrough > 0 ? 'direct' : 'cached';
+      let backingId = 0;
+      const samePassthroughFile = !io.backing || io.backing.versionId === version;
+      if (access?.complete && this.negotiated?.passthrough && io.cached === 0 && samePassthroughFile) {
+        try {
+          backingId = io.backing?.id ?? this.addon.backingOpen(this.session!, access.fd);
+          io.backing ??= { id: backingId, versionId: version };
+          mode = 'passthrough';
+        } catch (err) {
+          warn('passthrough refused for %s, serving reads here: %s', this.fs.pathOf(ino), errorMessage(err));
+        }
+      }
+      const fastPath = mode !== 'passthrough' && access !== undefined;
+      if (fastPath) this.addon.registerHandle(this.session!, fh, access.fd, access.blocks, access.blockSize, access.size);
+      if (mode === 'passthrough') io.passthrough++;
+      if (mode === 'cached') io.cached++;
+      this.openFiles.set(fh, { ino, mode, fastPath });
+      const keepCache = mode === 'cached' && this.lastVersion.get(ino) === version;
+      this.lastVersion.set(ino, version);
+      const openFlags = { passthrough: FOPEN_PASSTHROUGH, direct: FOPEN_DIRECT_IO, cached: keepCache ? FOPEN_KEEP_CACHE : 0 }[mode];
+      return openOut(fh, openFlags, backingId);
+    } catch (err) {
+      await this.fs.release(fh);
+      throw err;
+    }
+  }
+
+  private async release(fh: number): Promise<undefined> {
+    const file = this.openFiles.get(fh);
+    if (file) {
+      this.openFiles.delete(fh);
+      if (file.fastPath) this.addon.unregisterHandle(this.session!, fh);
+      const io = this.inodeIo.get(file.ino)!;
+      if (file.mode === 'cached') io.cached--;
+      if (file.mode === 'passthrough' && --io.passthrough === 0 && io.backing) {
+        this.addon.backingClose(this.session!, io.backing.id);
+        io.backing = undefined;
+      }
+      if (io.cached === 0 && io.passthrough === 0) this.inodeIo.delete(file.ino);
+    }
+    await this.fs.release(fh);
+    return undefined;
+  }
+
+  private tuneReadahead(): void {
+    if (!this.device) return;
+    try {
+      writeFileSync(`/sys/class/bdi/${this.device}/read_ahead_kb`, String(READ_AHEAD_KB));
+    } catch (err) {
+      debug('kernel readahead left as it is: %s', errorMessage(err));
+    }
+  }
+
+  /** A mount that stays busy after a lazy unmount is cut off, so the daemon can stop. */
+  private abortConnection(): void {
+    const minor = this.device.split(':')[1];
+    if (!minor) return;
+    warn('the mount is still busy %ds after unmount; aborting its connection', CLOSE_TIMEOUT_MS / 1000);
+    try {
+      writeFileSync(`/sys/fs/fuse/connections/${minor}/abort`, '1');
+    } catch (err) {
+      warn('could not abort the FUSE connection: %s', errorMessage(err));
+    }
+  }
+}
+
+const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([name, code]) => [code, name.toLowerCase()]));
+
+function opName(opcode: number): string {
+  return OP_NAMES.get(opcode) ?? `op${opcode}`;
+}
