@@ -47,8 +47,6 @@ export interface DirectAccess {
   blockSize: number;
   size: number;
   complete: boolean;
-  /** Identifies the object version, hence the staging file. */
-  versionId: string;
 }
 
 export interface CacheStats {
@@ -216,7 +214,6 @@ export class StagingCache {
       blockSize: object.blockSize,
       size: object.size,
       complete: object.blocks.complete,
-      versionId: object.id,
     };
   }
 

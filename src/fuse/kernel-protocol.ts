@@ -38,7 +38,6 @@ export const Op = {
   RENAME2: 45,
 } as const;
 
-export const FOPEN_DIRECT_IO = 1 << 0;
 export const FOPEN_KEEP_CACHE = 1 << 1;
 export const FOPEN_PASSTHROUGH = 1 << 7;
 

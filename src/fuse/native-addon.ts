@@ -30,7 +30,9 @@ export interface NativeAddon {
   close(session: Session): void;
 }
 
-export const ADDON_PATH = join(__dirname, '..', '..', '..', 'build', 'Release', 'stagefs_native.node');
+/** STAGEFS_NATIVE_ADDON loads another build, such as the sanitizer build of native/test. */
+export const ADDON_PATH =
+  process.env.STAGEFS_NATIVE_ADDON ?? join(__dirname, '..', '..', '..', 'build', 'Release', 'stagefs_native.node');
 
 let loaded: { addon: NativeAddon } | { error: string } | undefined;
 

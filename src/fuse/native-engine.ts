@@ -17,7 +17,6 @@ import type { Engine, EngineOptions } from './engine';
 import {
   attrOut,
   entryOut,
-  FOPEN_DIRECT_IO,
   FOPEN_KEEP_CACHE,
   FOPEN_PASSTHROUGH,
   IN_HEADER_SIZE,
@@ -44,16 +43,18 @@ const CLOSE_TIMEOUT_MS = 10_000;
 /** Kernel readahead for the mount; the default (128 KiB) starves a sequential reader. */
 const READ_AHEAD_KB = 4096;
 
-type IoMode = 'passthrough' | 'cached' | 'direct';
+type IoMode = 'passthrough' | 'cached';
 
 /**
  * The kernel puts an inode either in cached mode or in passthrough mode (on one backing file);
- * an open that would mix them fails. Opens of one inode are counted to choose compatibly.
+ * an open that would mix them fails with EIO. Opens of one inode are counted to choose
+ * compatibly. An inode is one version of an object, so its backing file never changes.
  */
 interface InodeIo {
   cached: number;
   passthrough: number;
-  backing: { id: number; versionId: string } | undefined;
+  /** The backing id passthrough opens of the inode share. */
+  backing: number | undefined;
 }
 
 interface OpenFile {
@@ -78,8 +79,6 @@ export class NativeEngine implements Engine {
   private readonly directories = new HandleTable<DirectoryEntry[]>();
   private readonly openFiles = new Map<number, OpenFile>();
   private readonly inodeIo = new Map<number, InodeIo>();
-  /** Version last opened per inode: the page cache is kept when the same version is opened again. */
-  private readonly lastVersion = new Map<number, string>();
 
   constructor(
     private readonly fs: Filesystem,
@@ -141,7 +140,7 @@ export class NativeEngine implements Engine {
         break;
       case EVENT_CLOSED:
         if (a) warn('the FUSE device failed: errno %d', a);
-        this.addon.close(this.session!);
+        if (this.session) this.addon.close(this.session);
         this.session = undefined;
         this.closed.resolve();
         break;
@@ -235,27 +234,24 @@ export class NativeEngine implements Engine {
       const access = await this.fs.directAccess(fh);
       const io = this.inodeIo.get(ino) ?? { cached: 0, passthrough: 0, backing: undefined };
       this.inodeIo.set(ino, io);
-      const version = access?.versionId ?? 'empty';
-      let mode: IoMode = io.passthrough > 0 ? 'direct' : 'cached';
+      let mode: IoMode = 'cached';
       let backingId = 0;
-      const samePassthroughFile = !io.backing || io.backing.versionId === version;
-      if (access?.complete && this.negotiated?.passthrough && io.cached === 0 && samePassthroughFile) {
+      if (access?.complete && this.negotiated?.passthrough && io.cached === 0) {
         try {
-          backingId = io.backing?.id ?? this.addon.backingOpen(this.session!, access.fd);
-          io.backing ??= { id: backingId, versionId: version };
+          backingId = io.backing ?? this.addon.backingOpen(this.session!, access.fd);
+          io.backing = backingId;
           mode = 'passthrough';
         } catch (err) {
           warn('passthrough refused for %s, serving reads here: %s', this.fs.pathOf(ino), errorMessage(err));
         }
       }
-      const fastPath = mode !== 'passthrough' && access !== undefined;
+      const fastPath = mode === 'cached' && access !== undefined;
       if (fastPath) this.addon.registerHandle(this.session!, fh, access.fd, access.blocks, access.blockSize, access.size);
       if (mode === 'passthrough') io.passthrough++;
-      if (mode === 'cached') io.cached++;
+      else io.cached++;
       this.openFiles.set(fh, { ino, mode, fastPath });
-      const keepCache = mode === 'cached' && this.lastVersion.get(ino) === version;
-      this.lastVersion.set(ino, version);
-      const openFlags = { passthrough: FOPEN_PASSTHROUGH, direct: FOPEN_DIRECT_IO, cached: keepCache ? FOPEN_KEEP_CACHE : 0 }[mode];
+      // An inode is one version: whatever the kernel cached of it stays true.
+      const openFlags = mode === 'passthrough' ? FOPEN_PASSTHROUGH : FOPEN_KEEP_CACHE;
       return openOut(fh, openFlags, backingId);
     } catch (err) {
       await this.fs.release(fh);
@@ -270,8 +266,8 @@ export class NativeEngine implements Engine {
       if (file.fastPath) this.addon.unregisterHandle(this.session!, fh);
       const io = this.inodeIo.get(file.ino)!;
       if (file.mode === 'cached') io.cached--;
-      if (file.mode === 'passthrough' && --io.passthrough === 0 && io.backing) {
-        this.addon.backingClose(this.session!, io.backing.id);
+      else if (--io.passthrough === 0 && io.backing !== undefined) {
+        this.addon.backingClose(this.session!, io.backing);
         io.backing = undefined;
       }
       if (io.cached === 0 && io.passthrough === 0) this.inodeIo.delete(file.ino);
@@ -289,16 +285,21 @@ export class NativeEngine implements Engine {
     }
   }
 
-  /** A mount that stays busy after a lazy unmount is cut off, so the daemon can stop. */
+  /**
+   * A mount still busy after a lazy unmount keeps our request threads waiting. Its connection is
+   * aborted through fusectl where that is mounted; otherwise the daemon stops anyway, and the
+   * kernel aborts the connection when the process closes /dev/fuse.
+   */
   private abortConnection(): void {
+    warn('the mount is still busy %ds after unmount; cutting it off', CLOSE_TIMEOUT_MS / 1000);
     const minor = this.device.split(':')[1];
-    if (!minor) return;
-    warn('the mount is still busy %ds after unmount; aborting its connection', CLOSE_TIMEOUT_MS / 1000);
     try {
-      writeFileSync(`/sys/fs/fuse/connections/${minor}/abort`, '1');
+      if (minor) writeFileSync(`/sys/fs/fuse/connections/${minor}/abort`, '1');
     } catch (err) {
-      warn('could not abort the FUSE connection: %s', errorMessage(err));
+      debug('fusectl abort unavailable: %s', errorMessage(err));
     }
+    this.session = undefined;
+    this.closed.resolve();
   }
 }
 

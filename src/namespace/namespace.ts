@@ -125,7 +125,7 @@ export class Namespace {
     return {
       kind: 'file',
       path,
-      ino: this.inodes.inoOf(path),
+      ino: this.inodes.inoOf(path, info.etag),
       key: info.key,
       size: info.size,
       etag: info.etag,
