@@ -6,6 +6,7 @@
 import createDebug from 'debug';
 import { StoreError, errorMessage } from '../errors';
 import type { ObjectStore } from '../store/object-store';
+import { BufferPool } from '../util/buffer-pool';
 import { Deferred, sleep } from '../util/deferred';
 import type { StagedFiles } from './staged-files';
 import type { StagedObject } from './staged-object';
@@ -33,7 +34,12 @@ export interface FetcherHooks {
   fetched(bytes: number): void;
 }
 
+/** Block buffers for the bytes of a GET until they are written. */
+const POOLED_BUFFERS = 32;
+
 export class Fetcher {
+  private readonly buffers = new BufferPool(POOLED_BUFFERS);
+
   constructor(
     private readonly store: ObjectStore,
     private readonly files: StagedFiles,
@@ -105,24 +111,29 @@ export class Fetcher {
     write: (block: number, bytes: Buffer) => Promise<void>,
   ): Promise<number> {
     let block = from;
-    let buffer = Buffer.allocUnsafe(object.blockLength(block));
+    const buffer = this.buffers.take(object.blockSize);
+    let length = object.blockLength(block);
     let filled = 0;
-    for await (const chunk of body) {
-      let offset = 0;
-      while (offset < chunk.length) {
-        if (block > last) throw new StoreError('Server', `${object.key}: the store sent more bytes than asked`);
-        const take = Math.min(chunk.length - offset, buffer.length - filled);
-        buffer.set(chunk.subarray(offset, offset + take), filled);
-        filled += take;
-        offset += take;
-        this.hooks.fetched(take);
-        if (filled === buffer.length) {
-          await write(block, buffer);
-          block++;
-          if (block <= last) buffer = Buffer.allocUnsafe(object.blockLength(block));
-          filled = 0;
+    try {
+      for await (const chunk of body) {
+        let offset = 0;
+        while (offset < chunk.length) {
+          if (block > last) throw new StoreError('Server', `${object.key}: the store sent more bytes than asked`);
+          const take = Math.min(chunk.length - offset, length - filled);
+          buffer.set(chunk.subarray(offset, offset + take), filled);
+          filled += take;
+          offset += take;
+          this.hooks.fetched(take);
+          if (filled === length) {
+            await write(block, buffer.subarray(0, length));
+            block++;
+            length = block <= last ? object.blockLength(block) : 0;
+            filled = 0;
+          }
         }
       }
+    } finally {
+      this.buffers.give(buffer);
     }
     if (block <= last) throw new StoreError('Server', `${object.key}: the response ended early at block ${block}`);
     return block;

@@ -5,7 +5,7 @@ export const USAGE: Record<string, string> = {
   mount:
     'usage: stagefs mount s3://BUCKET[/PREFIX] MOUNTPOINT [--endpoint URL] [--region R] [--path-style]\n' +
     '    [--cache-dir DIR] [--cache-size SIZE] [--block-size SIZE] [--metadata-ttl DURATION]\n' +
-    '    [--read-only] [--foreground] [--allow-other] [--uid N] [--gid N]\n' +
+    '    [--read-only] [--foreground] [--allow-other] [--uid N] [--gid N] [--engine native|fuse-native]\n' +
     '    [--max-age DURATION] [--sweep-interval DURATION] [--high-watermark N%] [--low-watermark N%]',
   unmount: 'usage: stagefs unmount MOUNTPOINT',
   demo: 'usage: stagefs demo [MOUNTPOINT]',
@@ -35,6 +35,8 @@ a local staging cache; later reads come from local disk.
   --foreground            stay attached; Ctrl-C or SIGTERM unmounts
   --allow-other           let other users reach the mount (permissions are checked)
   --uid N, --gid N        owner shown for every file (default: the mounting user)
+  --engine E              native (C engine: staged reads in C, kernel passthrough) or
+                          fuse-native (portable); default native where it loads
 
 Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE. Flags win over the
 environment. Sizes: 4096, 512MiB, 10GiB. Durations: 500ms, 30s, 10m, 24h.

@@ -12,6 +12,7 @@ import type { Filesystem } from '../fs/filesystem';
 import { HandleTable } from '../fs/handle-table';
 import { fuseUnmount, mountAt } from '../daemon/mount-table';
 import { joinPath, parentOf } from '../namespace/paths';
+import { BufferPool } from '../util/buffer-pool';
 import { Deferred } from '../util/deferred';
 import type { Engine, EngineOptions } from './engine';
 import {
@@ -30,6 +31,7 @@ import {
   parseReadIn,
   statfsOut,
   type DirectoryEntry,
+  type ReadIn,
   type RequestHeader,
 } from './kernel-protocol';
 import { logFailure } from './log';
@@ -42,6 +44,8 @@ const INIT_TIMEOUT_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 10_000;
 /** Kernel readahead for the mount; the default (128 KiB) starves a sequential reader. */
 const READ_AHEAD_KB = 4096;
+/** Read replies being filled at once, at most; the pool keeps this many buffers for reuse. */
+const READ_BUFFERS_KEPT = 16;
 
 type IoMode = 'passthrough' | 'cached';
 
@@ -79,6 +83,7 @@ export class NativeEngine implements Engine {
   private readonly directories = new HandleTable<DirectoryEntry[]>();
   private readonly openFiles = new Map<number, OpenFile>();
   private readonly inodeIo = new Map<number, InodeIo>();
+  private readonly readBuffers = new BufferPool(READ_BUFFERS_KEPT);
 
   constructor(
     private readonly fs: Filesystem,
@@ -150,17 +155,26 @@ export class NativeEngine implements Engine {
   private async handle(message: Buffer): Promise<void> {
     const header = parseHeader(message);
     const body = message.subarray(IN_HEADER_SIZE);
+    // A read fills a pooled buffer, free again once the reply (written synchronously) is out.
+    const buffer = header.opcode === Op.READ ? this.readBuffers.take(parseReadIn(body).size) : undefined;
     let reply: Reply;
     let errno = 0;
     try {
-      reply = await this.dispatch(header, body);
+      reply = buffer ? await this.read(parseReadIn(body), buffer) : await this.dispatch(header, body);
     } catch (err) {
       logFailure(opName(header.opcode), this.describe(header.nodeid), err);
       errno = errnoOf(err);
     }
-    if (!this.session) return;
-    const failed = this.addon.reply(this.session, header.unique, errno, errno ? undefined : reply);
-    if (failed) warn('reply to %s failed: errno %d', opName(header.opcode), failed);
+    if (this.session) {
+      const failed = this.addon.reply(this.session, header.unique, errno, errno ? undefined : reply);
+      if (failed) warn('reply to %s failed: errno %d', opName(header.opcode), failed);
+    }
+    if (buffer) this.readBuffers.give(buffer);
+  }
+
+  private async read(request: ReadIn, buffer: Buffer): Promise<Buffer> {
+    const n = await this.fs.read(request.fh, buffer, request.size, request.offset);
+    return buffer.subarray(0, n);
   }
 
   private async dispatch(header: RequestHeader, body: Buffer): Promise<Reply> {
@@ -189,12 +203,6 @@ export class NativeEngine implements Engine {
         return undefined;
       case Op.OPEN:
         return this.open(header.nodeid, parseOpenFlags(body));
-      case Op.READ: {
-        const read = parseReadIn(body);
-        const buffer = Buffer.allocUnsafe(read.size);
-        const n = await this.fs.read(read.fh, buffer, read.size, read.offset);
-        return buffer.subarray(0, n);
-      }
       case Op.RELEASE:
         return this.release(parseFh(body));
       case Op.FLUSH:
