@@ -23,6 +23,7 @@ export type ErrnoCode =
   | 'ENOTSUP'
   | 'ENODATA'
   | 'ENOSYS'
+  | 'ETXTBSY'
   | 'ETIMEDOUT';
 
 /** A filesystem operation's failure, carrying the errno the caller will see. */

@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 
-export type EntryState = 'fetching' | 'partial' | 'complete' | 'uploading';
+export type EntryState = 'fetching' | 'partial' | 'complete' | 'dirty' | 'uploading';
 
 export interface EntryRecord {
   id: string;
@@ -25,8 +25,15 @@ export interface EntryRecord {
   lastAccess: number;
   openHandles: number;
   pinned: boolean;
+  /** Written through the mount and not yet uploaded (working copies only). */
   dirty: boolean;
   state: EntryState;
+  /** A working copy: the file is the whole content, written through the mount. */
+  working?: boolean;
+  /** Object metadata (mode, owner, times) a working copy's upload carries. */
+  metadata?: Record<string, string>;
+  /** Why the last upload of a working copy failed. */
+  lastError?: string;
 }
 
 export const COUNTER_NAMES = ['hits', 'misses', 'bytesFetched', 'evictions', 'bypassedReads'] as const;
@@ -44,6 +51,19 @@ export interface SpaceRecord {
 
 export function zeroCounters(): Counters {
   return { hits: 0, misses: 0, bytesFetched: 0, evictions: 0, bypassedReads: 0 };
+}
+
+/**
+ * lmdb-js rejects a failed commit with an error that carries a second rejected promise
+ * (commitError); left alone, that one ends the process as an unhandled rejection. A full disk
+ * shows as errno 28, which is named here so callers can answer ENOSPC.
+ */
+function committed<T>(write: Promise<T>): Promise<T> {
+  return write.catch((err: Error & { code?: unknown; commitError?: Promise<unknown> }) => {
+    err.commitError?.catch(() => undefined);
+    if (err.code === 28) err.code = 'ENOSPC';
+    throw err;
+  });
 }
 
 export class CacheIndex {
@@ -75,21 +95,21 @@ export class CacheIndex {
   }
 
   put(record: EntryRecord): Promise<boolean> {
-    return this.entriesDb.put(record.id, record);
+    return committed(this.entriesDb.put(record.id, record));
   }
 
   remove(id: string): Promise<boolean> {
-    return this.entriesDb.remove(id);
+    return committed(this.entriesDb.remove(id));
   }
 
   /** Removes the record in one transaction if `mayRemove` still holds for what is stored. */
   removeIf(id: string, mayRemove: (record: EntryRecord) => boolean): Promise<boolean> {
-    return this.entriesDb.transaction(() => {
+    return committed(this.entriesDb.transaction(() => {
       const record = this.entriesDb.get(id);
       if (!record || !mayRemove(record)) return false;
       this.entriesDb.removeSync(id);
       return true;
-    });
+    }));
   }
 
   counters(): Counters {
@@ -99,11 +119,13 @@ export class CacheIndex {
   }
 
   addCounters(delta: Counters): Promise<void> {
-    return this.countersDb.transaction(() => {
-      for (const name of COUNTER_NAMES) {
-        if (delta[name]) this.countersDb.putSync(name, (this.countersDb.get(name) ?? 0) + delta[name]);
-      }
-    });
+    return committed(
+      this.countersDb.transaction(() => {
+        for (const name of COUNTER_NAMES) {
+          if (delta[name]) this.countersDb.putSync(name, (this.countersDb.get(name) ?? 0) + delta[name]);
+        }
+      }),
+    );
   }
 
   space(): SpaceRecord | undefined {
@@ -111,12 +133,12 @@ export class CacheIndex {
   }
 
   putSpace(space: SpaceRecord): Promise<boolean> {
-    return this.metaDb.put('space', space);
+    return committed(this.metaDb.put('space', space));
   }
 
   /** Resolves when every write so far is committed and synced. */
   async flushed(): Promise<void> {
-    await this.root.flushed;
+    await committed(Promise.resolve(this.root.flushed));
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import { statSync, truncateSync } from 'node:fs';
 import createDebug from 'debug';
-import type { CacheIndex } from './cache-index';
+import type { CacheIndex, EntryRecord } from './cache-index';
 import type { StagedFiles } from './staged-files';
 import { StagedObject } from './staged-object';
 
@@ -14,6 +14,8 @@ const warn = createDebug('stagefs:warn');
 
 export interface ReconcileReport {
   objects: StagedObject[];
+  /** Working copies, with their size on disk (records lag behind writes). */
+  working: Array<{ record: EntryRecord; size: number }>;
   orphanFilesDeleted: number;
   missingFilesDropped: number;
 }
@@ -21,6 +23,7 @@ export interface ReconcileReport {
 export async function reconcile(index: CacheIndex, files: StagedFiles): Promise<ReconcileReport> {
   const onDisk = new Set(files.idsOnDisk());
   const objects: StagedObject[] = [];
+  const working: ReconcileReport['working'] = [];
   let missingFilesDropped = 0;
   for (const record of index.entries()) {
     if (!onDisk.has(record.id)) {
@@ -32,6 +35,10 @@ export async function reconcile(index: CacheIndex, files: StagedFiles): Promise<
     }
     onDisk.delete(record.id);
     const path = files.pathOf(record.id);
+    if (record.working) {
+      working.push({ record, size: statSync(path).size });
+      continue;
+    }
     if (statSync(path).size !== record.size) truncateSync(path, record.size);
     const object = StagedObject.fromRecord(record);
     objects.push(object);
@@ -42,5 +49,5 @@ export async function reconcile(index: CacheIndex, files: StagedFiles): Promise<
     await files.remove(orphan);
   }
   await index.flushed();
-  return { objects, orphanFilesDeleted: onDisk.size, missingFilesDropped };
+  return { objects, working, orphanFilesDeleted: onDisk.size, missingFilesDropped };
 }

@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync } from 'node:fs';
-import { mkdir, open, type FileHandle, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, type FileHandle, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export function entryId(bucket: string, key: string, etag: string): string {
@@ -35,6 +35,12 @@ export class StagedFiles {
     const handle = await open(path, 'w+');
     await handle.truncate(size);
     return handle;
+  }
+
+  /** Gives the staging file of `from` to `to` (the same bytes under another identity). */
+  async move(from: string, to: string): Promise<void> {
+    await mkdir(join(this.root, to.slice(0, 2)), { recursive: true });
+    await rename(this.pathOf(from), this.pathOf(to));
   }
 
   async remove(id: string): Promise<void> {

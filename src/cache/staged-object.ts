@@ -3,6 +3,7 @@ import type { FileHandle } from 'node:fs/promises';
 import type { Deferred } from '../util/deferred';
 import { BlockMap } from './block-map';
 import type { EntryRecord, EntryState } from './cache-index';
+import { LazyFile } from './lazy-file';
 import type { StagedFiles } from './staged-files';
 
 export interface ObjectVersion {
@@ -25,7 +26,6 @@ export class StagedObject implements ObjectVersion {
   lastAccess: number;
   openHandles = 0;
   pinned: boolean;
-  dirty: boolean;
   /** Blocks being fetched: readers of a block in flight wait on the same fetch. */
   readonly inflight = new Map<number, Deferred>();
   activeFetches = 0;
@@ -34,13 +34,13 @@ export class StagedObject implements ObjectVersion {
   /** A newer ETag of the key has been opened: this version goes as soon as nothing uses it. */
   superseded = false;
   removed = false;
-  private file: Promise<FileHandle> | undefined;
+  private file: LazyFile | undefined;
 
   constructor(
     readonly id: string,
     version: ObjectVersion,
     blockSize: number,
-    persisted?: Pick<EntryRecord, 'blocks' | 'stagedBytes' | 'lastAccess' | 'pinned' | 'dirty'>,
+    persisted?: Pick<EntryRecord, 'blocks' | 'lastAccess' | 'pinned'>,
   ) {
     this.bucket = version.bucket;
     this.key = version.key;
@@ -53,7 +53,6 @@ export class StagedObject implements ObjectVersion {
     this.stagedBytes = persisted ? this.bytesOfStagedBlocks() : 0;
     this.lastAccess = persisted?.lastAccess ?? Date.now();
     this.pinned = persisted?.pinned ?? false;
-    this.dirty = persisted?.dirty ?? false;
   }
 
   static fromRecord(record: EntryRecord): StagedObject {
@@ -82,9 +81,12 @@ export class StagedObject implements ObjectVersion {
     return this.blocks.complete ? 'complete' : 'partial';
   }
 
-  /** Whether eviction may remove this entry now: nothing uses, pins, fetches or owns unuploaded data in it. */
+  /**
+   * Whether eviction may remove this entry now: nothing uses, pins or fetches it. (Unuploaded
+   * data lives in working copies, which eviction never sees.)
+   */
   get evictable(): boolean {
-    return !this.removed && this.openHandles === 0 && this.activeFetches === 0 && this.inflight.size === 0 && !this.pinned && !this.dirty;
+    return !this.removed && this.openHandles === 0 && this.activeFetches === 0 && this.inflight.size === 0 && !this.pinned;
   }
 
   markStaged(block: number): number {
@@ -97,24 +99,16 @@ export class StagedObject implements ObjectVersion {
   }
 
   openFile(files: StagedFiles): Promise<FileHandle> {
-    if (!this.file) {
-      const opening = files.open(this.id, this.size);
-      this.file = opening;
-      opening.catch(() => {
-        if (this.file === opening) this.file = undefined;
-      });
-    }
-    return this.file;
+    this.file ??= new LazyFile(() => files.open(this.id, this.size));
+    return this.file.get();
   }
 
   get fileIsOpen(): boolean {
-    return this.file !== undefined;
+    return this.file?.isOpen ?? false;
   }
 
   async closeFile(): Promise<void> {
-    const file = this.file;
-    this.file = undefined;
-    if (file) await (await file).close();
+    await this.file?.close();
   }
 
   toRecord(): EntryRecord {
@@ -131,7 +125,7 @@ export class StagedObject implements ObjectVersion {
       lastAccess: this.lastAccess,
       openHandles: this.openHandles,
       pinned: this.pinned,
-      dirty: this.dirty,
+      dirty: false,
       state: this.state,
     };
   }

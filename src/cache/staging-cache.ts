@@ -7,10 +7,11 @@
 import { readSync } from 'node:fs';
 import createDebug from 'debug';
 import type { CacheConfig } from '../config';
-import { errorMessage } from '../errors';
+import { errorMessage, FsError } from '../errors';
 import type { ObjectStore } from '../store/object-store';
 import { formatBytes } from '../units';
 import { BypassReader, MemoryBudget } from './bypass-reader';
+import { DiskSpace } from './disk-space';
 import { CacheIndex, COUNTER_NAMES, type CounterName, type Counters, zeroCounters } from './cache-index';
 import { Evictor } from './evictor';
 import { Fetcher, NoCacheSpace } from './fetcher';
@@ -19,6 +20,8 @@ import { reconcile } from './reconcile';
 import { SpaceLedger } from './space-ledger';
 import { entryId, StagedFiles } from './staged-files';
 import { StagedObject, type ObjectVersion } from './staged-object';
+import { WorkingCopies } from './working-copies';
+import type { WorkingCopy } from './working-copy';
 
 const debug = createDebug('stagefs:cache');
 const evictLog = createDebug('stagefs:evict');
@@ -68,6 +71,8 @@ export class CacheRefusal extends Error {
 export interface StagingCacheOptions {
   config: CacheConfig;
   store: ObjectStore;
+  /** The bucket of the mount, which working copies belong to. */
+  bucket: string;
   now?: () => number;
 }
 
@@ -83,6 +88,9 @@ export class StagingCache {
   private readonly fetcher: Fetcher;
   private readonly evictor: Evictor;
   private readonly bypassBudget = new MemoryBudget(BYPASS_MEMORY_BYTES);
+  private readonly disk: DiskSpace;
+  /** Files written through the mount; never evicted, uploaded by the write-back. */
+  readonly working: WorkingCopies;
   private readaheadFetches = 0;
   private timers: NodeJS.Timeout[] = [];
   private flushing: Promise<void> | undefined;
@@ -94,8 +102,10 @@ export class StagingCache {
     private readonly files: StagedFiles,
     private readonly ledger: SpaceLedger,
     private readonly now: () => number,
+    options: { bucket: string },
   ) {
     this.counters = index.counters();
+    this.disk = new DiskSpace(config.dir);
     this.fetcher = new Fetcher(store, files, {
       reserve: async (bytes) => this.reserve(bytes),
       committed: (object, bytes) => {
@@ -104,6 +114,16 @@ export class StagingCache {
       },
       released: (bytes) => this.ledger.release(bytes),
       fetched: (bytes) => this.count('bytesFetched', bytes),
+    });
+    this.working = new WorkingCopies({
+      bucket: options.bucket,
+      blockSize: config.blockSize,
+      index,
+      files,
+      ledger,
+      reserve: (bytes) => this.reserve(bytes),
+      adopt: (object) => this.adopt(object),
+      now,
     });
     this.evictor = new Evictor({
       config,
@@ -125,8 +145,10 @@ export class StagingCache {
       files,
       new SpaceLedger(options.config.capacityBytes),
       options.now ?? Date.now,
+      { bucket: options.bucket },
     );
     for (const object of report.objects) cache.adopt(object);
+    cache.working.load(report.working);
     debug(
       'cache %s: %d entries, %s staged; %d orphan files deleted, %d records without file dropped',
       options.config.dir,
@@ -246,6 +268,36 @@ export class StagingCache {
     }
   }
 
+  /**
+   * The same bytes now stand under another key or ETag (a rename, a metadata change): the staged
+   * blocks of `from` are kept for `to` instead of being fetched again. Skipped while in use.
+   */
+  async rekey(from: ObjectVersion, to: ObjectVersion): Promise<void> {
+    const object = this.entries.get(entryId(from.bucket, from.key, from.etag));
+    const id = entryId(to.bucket, to.key, to.etag);
+    if (!object || !object.evictable || object.size !== to.size || object.id === id || this.entries.has(id)) return;
+    this.detach(object);
+    await object.closeFile();
+    await this.index.remove(object.id);
+    await this.files.move(object.id, id);
+    this.adopt(new StagedObject(id, to, object.blockSize, { blocks: object.blocks.toBytes(), lastAccess: object.lastAccess, pinned: object.pinned }));
+  }
+
+  /** A working copy of a version's whole content, to be changed and uploaded as `key`. */
+  async workingCopyOf(version: ObjectVersion, key: string, metadata: Record<string, string>): Promise<WorkingCopy> {
+    if (version.size === 0) return this.working.create(key, metadata);
+    const handle = await this.open(version);
+    try {
+      await this.prefetch(version, () => undefined);
+      return await this.working.create(key, metadata, { path: this.files.pathOf(handle.object!.id), size: version.size });
+    } catch (err) {
+      if (err instanceof CacheRefusal) throw new FsError('ENOSPC', err.message);
+      throw err;
+    } finally {
+      this.release(handle);
+    }
+  }
+
   /** Pins or unpins an object's current version; a pinned entry is never evicted. */
   async setPinned(version: ObjectVersion, pinned: boolean): Promise<void> {
     if (version.size === 0) return;
@@ -261,7 +313,6 @@ export class StagingCache {
       if (object.openHandles > 0) throw new CacheRefusal(`refused: in use (${object.openHandles} open handle${object.openHandles > 1 ? 's' : ''})`);
       if (object.activeFetches > 0 || object.inflight.size > 0) throw new CacheRefusal('refused: being fetched');
       if (object.pinned) throw new CacheRefusal('refused: pinned; unpin it first');
-      if (object.dirty) throw new CacheRefusal('refused: has data not yet uploaded');
     }
     for (const object of versions) this.evict(object, 'admin');
     return versions.length;
@@ -286,6 +337,7 @@ export class StagingCache {
     }
     await Promise.all(this.removing.values());
     await this.flush();
+    await this.working.closeAll();
     await Promise.all([...this.entries.values()].map((object) => object.closeFile()));
     await this.index.close();
   }
@@ -308,8 +360,15 @@ export class StagingCache {
     return object;
   }
 
-  /** Reserves cache space, evicting what nothing uses when it does not fit; never waits on I/O. */
+  /**
+   * Reserves cache space, evicting what nothing uses when it does not fit; never waits on I/O.
+   * The disk must have room too: reserved bytes are not on disk yet, so they count against it.
+   */
   private reserve(bytes: number): boolean {
+    if (!this.disk.fits(bytes, this.ledger.reserved)) {
+      evictLog('cache disk has no room for %s more', formatBytes(bytes));
+      return false;
+    }
     if (!this.ledger.tryReserve(bytes) && !(this.evictor.makeRoom(bytes) && this.ledger.tryReserve(bytes))) return false;
     this.evictor.enforceWatermarks();
     return true;
@@ -397,13 +456,7 @@ export class StagingCache {
    * without a file, and reconciliation at the next start removes either.
    */
   private evict(object: StagedObject, reason: string): void {
-    object.removed = true;
-    this.entries.delete(object.id);
-    this.changed.delete(object);
-    const versions = this.versionsByKey.get(object.key);
-    versions?.delete(object);
-    if (versions?.size === 0) this.versionsByKey.delete(object.key);
-    this.ledger.adjustStaged(-object.stagedBytes);
+    this.detach(object);
     if (reason !== 'superseded') this.count('evictions', 1);
     evictLog('evicting %s (%s, %s staged): %s', object.key, object.etag, formatBytes(object.stagedBytes), reason);
     const removal = (async () => {
@@ -414,6 +467,17 @@ export class StagingCache {
       .catch((err: unknown) => warn('evicting %s: %s', object.key, errorMessage(err)))
       .finally(() => this.removing.delete(object.id));
     this.removing.set(object.id, removal);
+  }
+
+  /** Takes an entry out of memory and the ledger; its file and record are the caller's. */
+  private detach(object: StagedObject): void {
+    object.removed = true;
+    this.entries.delete(object.id);
+    this.changed.delete(object);
+    const versions = this.versionsByKey.get(object.key);
+    versions?.delete(object);
+    if (versions?.size === 0) this.versionsByKey.delete(object.key);
+    this.ledger.adjustStaged(-object.stagedBytes);
   }
 
   private describeSpace(): string {
@@ -443,6 +507,7 @@ export class StagingCache {
     this.unflushedCounters = zeroCounters();
     try {
       await Promise.all(changed.map((object) => this.persist(object)));
+      await this.working.persistAll();
       await this.index.addCounters(counters);
       await this.index.putSpace({
         capacityBytes: this.ledger.capacity,

@@ -1,5 +1,6 @@
 /** `stagefs mount`: in the foreground it serves; otherwise it starts a daemon and waits until it serves. */
 import { spawn } from 'node:child_process';
+import createDebug from 'debug';
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildMountConfig, type MountConfig, type MountOptions } from '../config';
@@ -42,6 +43,7 @@ export async function mountCommand(args: string[]): Promise<number> {
   const config = buildMountConfig(positionals[0], positionals[1], values);
   if (!config.foreground) return mountInBackground(args, config);
   enableLogging();
+  keepServingOnStrayErrors();
   const readyFd = process.env[READY_FD_ENV] ? Number(process.env[READY_FD_ENV]) : undefined;
   let mount: RunningMount;
   try {
@@ -54,6 +56,15 @@ export async function mountCommand(args: string[]): Promise<number> {
   else console.error(`stagefs: ${sourceUrl(config)} mounted at ${config.mountpoint}; Ctrl-C unmounts`);
   await serveUntilSignalled(mount);
   return 0;
+}
+
+/**
+ * A mount serves many users: an error no request awaited (a bug, or a library's stray promise)
+ * is logged, not allowed to take the mount down under all of them.
+ */
+function keepServingOnStrayErrors(): void {
+  const logError = createDebug('stagefs:error');
+  process.on('unhandledRejection', (reason) => logError('unhandled rejection: %s', reason instanceof Error ? reason.stack : String(reason)));
 }
 
 function tell(fd: number, line: string): void {

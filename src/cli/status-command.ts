@@ -18,6 +18,8 @@ export interface StatusReport {
   stagedBytes: number;
   reservedBytes: number;
   entryCount: number;
+  /** Files written through the mount and not uploaded yet. */
+  pendingUploads: { count: number; bytes: number };
   counters: { hits: number; misses: number; bytesFetched: number; evictions: number; bypassedReads: number };
   entries: Array<{
     key: string;
@@ -28,6 +30,8 @@ export interface StatusReport {
     pinned: boolean;
     dirty: boolean;
     state: string;
+    /** Why the last upload failed, for a pending upload. */
+    error?: string;
   }>;
 }
 
@@ -55,6 +59,10 @@ export function readStatus(cacheDir: string): StatusReport {
       stagedBytes: space?.stagedBytes ?? records.reduce((sum, r) => sum + r.stagedBytes, 0),
       reservedBytes: mount ? (space?.reservedBytes ?? 0) : 0,
       entryCount: records.length,
+      pendingUploads: {
+        count: records.filter((r) => r.dirty).length,
+        bytes: records.filter((r) => r.dirty).reduce((sum, r) => sum + r.size, 0),
+      },
       counters: index.counters(),
       entries: records
         .sort((a, b) => b.stagedBytes - a.stagedBytes || b.size - a.size)
@@ -67,6 +75,7 @@ export function readStatus(cacheDir: string): StatusReport {
           pinned: r.pinned,
           dirty: r.dirty,
           state: r.state,
+          error: r.lastError,
         })),
     };
   } finally {
@@ -89,6 +98,7 @@ function printStatus(report: StatusReport): void {
     `staged     ${formatBytes(report.stagedBytes)}${percent(report.stagedBytes, report.capacityBytes)}`,
     `reserved   ${formatBytes(report.reservedBytes)}`,
     `entries    ${report.entryCount}`,
+    `pending    ${report.pendingUploads.count} uploads (${formatBytes(report.pendingUploads.bytes)})`,
     `hits ${counters.hits}   misses ${counters.misses}   fetched ${formatBytes(counters.bytesFetched)}   ` +
       `evictions ${counters.evictions}   bypassed reads ${counters.bypassedReads}`,
   ];
@@ -102,6 +112,11 @@ function printStatus(report: StatusReport): void {
       );
     }
     if (report.entries.length > LARGEST_SHOWN) lines.push(`... and ${report.entries.length - LARGEST_SHOWN} more`);
+  }
+  const pending = report.entries.filter((e) => e.dirty);
+  if (pending.length) {
+    lines.push('', 'pending uploads:');
+    for (const e of pending) lines.push(`${formatBytes(e.size).padStart(10)}  ${e.state.padEnd(9)}  ${e.key}${e.error ? `  (last error: ${e.error})` : ''}`);
   }
   console.log(lines.join('\n'));
 }

@@ -16,8 +16,10 @@ export const USAGE: Record<string, string> = {
 export const HELP: Record<string, string> = {
   mount: `${USAGE.mount}
 
-Mounts a bucket (or a prefix of it) read-only at MOUNTPOINT. Reads fault the bytes they need into
-a local staging cache; later reads come from local disk.
+Mounts a bucket (or a prefix of it) at MOUNTPOINT. Reads fault the bytes they need into a local
+staging cache; later reads come from local disk. Files written through the mount are staged
+locally and uploaded on close and fsync; a crash before the upload loses nothing (the next
+mount uploads them first).
 
   --endpoint URL          S3 endpoint (default: AWS_ENDPOINT_URL_S3, else AWS)
   --region R              region (default: AWS_REGION, else ${DEFAULTS.region})
@@ -31,7 +33,7 @@ a local staging cache; later reads come from local disk.
   --sweep-interval DURATION  how often idle entries are looked for (default ${DEFAULTS.sweepInterval})
   --high-watermark N%     past this share of --cache-size, evict least recently used entries...
   --low-watermark N%      ...down to this share (defaults ${DEFAULTS.highWatermark}, ${DEFAULTS.lowWatermark})
-  --read-only             refuse every change (EROFS)
+  --read-only             refuse every change (EROFS); the mount is writable otherwise
   --foreground            stay attached; Ctrl-C or SIGTERM unmounts
   --allow-other           let other users reach the mount (permissions are checked)
   --uid N, --gid N        owner shown for every file (default: the mounting user)

@@ -93,10 +93,22 @@ export async function startMount(config: MountConfig): Promise<RunningMount> {
       if (err instanceof StoreError) throw new CommandError(`cannot mount ${sourceUrl(config)}: ${err.message.replace(/^list [^:]*: /, '')}`);
       throw err;
     }
-    const cache = await StagingCache.open({ config: config.cache, store });
+    const cache = await StagingCache.open({ config: config.cache, store, bucket: config.store.bucket });
     cleanups.push(() => cache.close());
     const namespace = new Namespace({ store, prefix: config.store.prefix, ttlMs: config.metadataTtlMs });
-    const fs = new Filesystem({ namespace, cache, bucket: config.store.bucket, uid: config.uid, gid: config.gid });
+    const fs = new Filesystem({
+      namespace,
+      cache,
+      store,
+      bucket: config.store.bucket,
+      prefix: config.store.prefix,
+      uid: config.uid,
+      gid: config.gid,
+      readOnly: config.readOnly,
+    });
+    // What a previous run left unuploaded goes up before anything is served.
+    await fs.recover();
+    cleanups.push(() => fs.drain());
     const engine = createEngine(config, fs);
     const controlSocket = controlSocketPath(config.mountpoint);
     const control = await ControlServer.listen(controlSocket, fs, cache);

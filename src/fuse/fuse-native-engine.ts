@@ -3,12 +3,17 @@
  * requests into Filesystem calls and errors into errno.
  */
 import Fuse from 'fuse-native';
-import { negativeErrno } from '../errors';
+import { constants } from 'node:fs';
+import { FsError, negativeErrno, type ErrnoCode } from '../errors';
 import type { Attr, Filesystem } from '../fs/filesystem';
 import type { Engine, EngineOptions } from './engine';
 import { logFailure } from './log';
 
 type Reply = (result: number, ...values: unknown[]) => void;
+
+async function unsupported(code: ErrnoCode): Promise<never> {
+  throw new FsError(code);
+}
 
 function toStat(attr: Attr): object {
   return { ...attr };
@@ -40,7 +45,15 @@ export class FuseNativeEngine implements Engine {
       entryTimeout: options.kernelCacheSeconds,
       attrTimeout: options.kernelCacheSeconds,
     });
-    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+    // fuse-native turns on libfuse's own debug output whenever DEBUG holds a '*', as in
+    // DEBUG=stagefs:*; it is wanted only when asked for by name.
+    const debugSetting = process.env.DEBUG;
+    if (!debugSetting?.includes('fuse-bindings')) delete process.env.DEBUG;
+    try {
+      await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+    } finally {
+      if (debugSetting !== undefined) process.env.DEBUG = debugSetting;
+    }
     this.fuse = fuse;
   }
 
@@ -80,14 +93,33 @@ export class FuseNativeEngine implements Engine {
             namemax: s.nameMax,
           }),
         ),
-      ...Object.fromEntries(
-        ['create', 'write', 'truncate', 'ftruncate', 'unlink', 'mkdir', 'rmdir', 'rename', 'chmod', 'chown', 'utimens', 'symlink', 'link', 'mknod', 'setxattr', 'removexattr'].map(
-          (op) => [op, (path: string, ...args: unknown[]) => {
-            const cb = args[args.length - 1] as Reply;
-            this.call(op, path, cb, () => fs.refuseWrite(path), () => cb(0));
-          }],
-        ),
-      ),
+      create: (path: string, mode: number, cb: Reply) =>
+        // fuse-native does not pass the open flags of a create.
+        this.call('create', path, cb, () => fs.create(path, mode, constants.O_CREAT | constants.O_RDWR), ({ fh }) => cb(0, fh)),
+      write: (path: string, fh: number, buffer: Buffer, length: number, position: number, cb: Reply) =>
+        this.call('write', path, cb, () => fs.write(fh, buffer.subarray(0, length), position), (n) => cb(n)),
+      truncate: (path: string, size: number, cb: Reply) => this.call('truncate', path, cb, () => fs.setattr(path, { size }), () => cb(0)),
+      ftruncate: (path: string, fh: number, size: number, cb: Reply) =>
+        this.call('ftruncate', path, cb, () => fs.setattr(path, { size }, fh), () => cb(0)),
+      flush: (path: string, fh: number, cb: Reply) => this.call('flush', path, cb, () => fs.flush(fh), () => cb(0)),
+      fsync: (path: string, _datasync: number, fh: number, cb: Reply) => this.call('fsync', path, cb, () => fs.fsync(fh), () => cb(0)),
+      unlink: (path: string, cb: Reply) => this.call('unlink', path, cb, () => fs.unlink(path), () => cb(0)),
+      mkdir: (path: string, mode: number, cb: Reply) => this.call('mkdir', path, cb, () => fs.mkdir(path, mode), () => cb(0)),
+      rmdir: (path: string, cb: Reply) => this.call('rmdir', path, cb, () => fs.rmdir(path), () => cb(0)),
+      rename: (from: string, to: string, cb: Reply) => this.call('rename', from, cb, () => fs.rename(from, to), () => cb(0)),
+      chmod: (path: string, mode: number, cb: Reply) => this.call('chmod', path, cb, () => fs.setattr(path, { mode }), () => cb(0)),
+      chown: (path: string, uid: number, gid: number, cb: Reply) =>
+        this.call('chown', path, cb, () => fs.setattr(path, { uid, gid }), () => cb(0)),
+      // fuse-native hands over the access time as both times; it is the best we are told.
+      utimens: (path: string, _atime: number, mtime: number, cb: Reply) =>
+        this.call('utimens', path, cb, () => fs.setattr(path, { mtime }), () => cb(0)),
+      symlink: (_target: string, path: string, cb: Reply) => this.call('symlink', path, cb, () => unsupported('EPERM'), () => cb(0)),
+      link: (_target: string, path: string, cb: Reply) => this.call('link', path, cb, () => unsupported('EPERM'), () => cb(0)),
+      mknod: (path: string, _mode: number, _dev: number, cb: Reply) => this.call('mknod', path, cb, () => unsupported('EPERM'), () => cb(0)),
+      setxattr: (path: string, ...args: unknown[]) => {
+        const cb = args[args.length - 1] as Reply;
+        this.call('setxattr', path, cb, () => unsupported('ENOTSUP'), () => cb(0));
+      },
     };
   }
 

@@ -39,6 +39,14 @@ export const Op = {
 } as const;
 
 export const FOPEN_KEEP_CACHE = 1 << 1;
+
+const FATTR_MODE = 1 << 0;
+const FATTR_UID = 1 << 1;
+const FATTR_GID = 1 << 2;
+const FATTR_SIZE = 1 << 3;
+const FATTR_MTIME = 1 << 5;
+const FATTR_FH = 1 << 6;
+const FATTR_MTIME_NOW = 1 << 8;
 export const FOPEN_PASSTHROUGH = 1 << 7;
 
 export const IN_HEADER_SIZE = 40;
@@ -83,7 +91,80 @@ export function parseReadIn(body: Buffer): ReadIn {
   return { fh: Number(body.readBigUInt64LE(0)), offset: Number(body.readBigUInt64LE(8)), size: body.readUInt32LE(16) };
 }
 
-/** OPEN's flags (O_*); RELEASE's, FLUSH's and RELEASEDIR's file handle. */
+export interface CreateIn {
+  flags: number;
+  /** The mode with the umask applied. */
+  mode: number;
+  name: string;
+}
+
+export function parseCreateIn(body: Buffer): CreateIn {
+  return { flags: body.readUInt32LE(0), mode: body.readUInt32LE(4) & ~body.readUInt32LE(8), name: parseName(body, 16) };
+}
+
+export function parseMknodIn(body: Buffer): { mode: number; name: string } {
+  return { mode: body.readUInt32LE(0) & ~body.readUInt32LE(8), name: parseName(body, 16) };
+}
+
+export function parseMkdirIn(body: Buffer): { mode: number; name: string } {
+  return { mode: body.readUInt32LE(0) & ~body.readUInt32LE(4), name: parseName(body, 8) };
+}
+
+export interface RenameIn {
+  newParent: number;
+  flags: number;
+  from: string;
+  to: string;
+}
+
+/** RENAME and RENAME2 (which adds flags such as RENAME_NOREPLACE). */
+export function parseRenameIn(body: Buffer, withFlags: boolean): RenameIn {
+  const namesAt = withFlags ? 16 : 8;
+  const from = parseName(body, namesAt);
+  const to = parseName(body, namesAt + Buffer.byteLength(from) + 1);
+  return { newParent: Number(body.readBigUInt64LE(0)), flags: withFlags ? body.readUInt32LE(8) : 0, from, to };
+}
+
+export interface SetattrIn {
+  fh: number | undefined;
+  size?: number;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  /** ms since the epoch. */
+  mtime?: number;
+}
+
+export function parseSetattrIn(body: Buffer, now: number): SetattrIn {
+  const valid = body.readUInt32LE(0);
+  const changes: SetattrIn = { fh: valid & FATTR_FH ? Number(body.readBigUInt64LE(8)) : undefined };
+  if (valid & FATTR_SIZE) changes.size = Number(body.readBigUInt64LE(16));
+  if (valid & FATTR_MODE) changes.mode = body.readUInt32LE(68) & 0o7777;
+  if (valid & FATTR_UID) changes.uid = body.readUInt32LE(76);
+  if (valid & FATTR_GID) changes.gid = body.readUInt32LE(80);
+  if (valid & FATTR_MTIME_NOW) changes.mtime = now;
+  else if (valid & FATTR_MTIME) changes.mtime = Number(body.readBigUInt64LE(40)) * 1000 + Math.floor(body.readUInt32LE(60) / 1e6);
+  return changes;
+}
+
+export interface WriteIn {
+  fh: number;
+  offset: number;
+  data: Buffer;
+}
+
+export function parseWriteIn(body: Buffer): WriteIn {
+  const size = body.readUInt32LE(16);
+  return { fh: Number(body.readBigUInt64LE(0)), offset: Number(body.readBigUInt64LE(8)), data: body.subarray(40, 40 + size) };
+}
+
+export function writeOut(size: number): Buffer {
+  const out = Buffer.alloc(8);
+  out.writeUInt32LE(size, 0);
+  return out;
+}
+
+/** OPEN's flags (O_*); RELEASE's, FLUSH's, FSYNC's and RELEASEDIR's file handle. */
 export const parseOpenFlags = (body: Buffer): number => body.readUInt32LE(0);
 export const parseFh = (body: Buffer): number => Number(body.readBigUInt64LE(0));
 

@@ -4,7 +4,7 @@
  * whole at open are handed to the kernel with FUSE passthrough; everything else arrives here
  * and is translated into Filesystem calls.
  */
-import { writeFileSync } from 'node:fs';
+import { constants, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import createDebug from 'debug';
 import { FsError, errnoOf, errorMessage } from '../errors';
@@ -27,9 +27,16 @@ import {
   parseFh,
   parseHeader,
   parseName,
+  parseCreateIn,
+  parseMkdirIn,
+  parseMknodIn,
   parseOpenFlags,
   parseReadIn,
+  parseRenameIn,
+  parseSetattrIn,
+  parseWriteIn,
   statfsOut,
+  writeOut,
   type DirectoryEntry,
   type ReadIn,
   type RequestHeader,
@@ -67,11 +74,8 @@ interface OpenFile {
   fastPath: boolean;
 }
 
-type Reply = Buffer | Buffer[] | undefined;
-
-const REFUSED_WHILE_READ_ONLY = new Set<number>([
-  Op.SETATTR, Op.SYMLINK, Op.MKNOD, Op.MKDIR, Op.UNLINK, Op.RMDIR, Op.RENAME, Op.RENAME2, Op.LINK, Op.CREATE, Op.WRITE,
-]);
+/** A reply's data; nothing for replies that carry none. */
+type Reply = Buffer | Buffer[] | void;
 
 export class NativeEngine implements Engine {
   readonly name = 'native';
@@ -157,7 +161,7 @@ export class NativeEngine implements Engine {
     const body = message.subarray(IN_HEADER_SIZE);
     // A read fills a pooled buffer, free again once the reply (written synchronously) is out.
     const buffer = header.opcode === Op.READ ? this.readBuffers.take(parseReadIn(body).size) : undefined;
-    let reply: Reply;
+    let reply: Reply = undefined;
     let errno = 0;
     try {
       reply = buffer ? await this.read(parseReadIn(body), buffer) : await this.dispatch(header, body);
@@ -166,7 +170,7 @@ export class NativeEngine implements Engine {
       errno = errnoOf(err);
     }
     if (this.session) {
-      const failed = this.addon.reply(this.session, header.unique, errno, errno ? undefined : reply);
+      const failed = this.addon.reply(this.session, header.unique, errno, errno || !reply ? undefined : reply);
       if (failed) warn('reply to %s failed: errno %d', opName(header.opcode), failed);
     }
     if (buffer) this.readBuffers.give(buffer);
@@ -201,18 +205,59 @@ export class NativeEngine implements Engine {
       case Op.RELEASEDIR:
         this.directories.remove(parseFh(body));
         return undefined;
-      case Op.OPEN:
-        return this.open(header.nodeid, parseOpenFlags(body));
+      case Op.OPEN: {
+        const fh = await this.fs.open(this.fs.pathOf(header.nodeid), parseOpenFlags(body));
+        return this.opened(header.nodeid, fh);
+      }
+      case Op.CREATE: {
+        const create = parseCreateIn(body);
+        const { fh, attr } = await this.fs.create(joinPath(this.fs.pathOf(header.nodeid), create.name), create.mode, create.flags);
+        return [entryOut(attr, ttl), await this.opened(attr.ino, fh)];
+      }
+      case Op.MKNOD: {
+        const mknod = parseMknodIn(body);
+        if ((mknod.mode & constants.S_IFMT) !== constants.S_IFREG) throw new FsError('EPERM', 'only regular files can be made here');
+        const { fh, attr } = await this.fs.create(joinPath(this.fs.pathOf(header.nodeid), mknod.name), mknod.mode, constants.O_WRONLY);
+        await this.fs.flush(fh);
+        await this.fs.release(fh);
+        return entryOut(attr, ttl);
+      }
+      case Op.MKDIR: {
+        const mkdir = parseMkdirIn(body);
+        return entryOut(await this.fs.mkdir(joinPath(this.fs.pathOf(header.nodeid), mkdir.name), mkdir.mode), ttl);
+      }
+      case Op.UNLINK:
+        return this.fs.unlink(joinPath(this.fs.pathOf(header.nodeid), parseName(body)));
+      case Op.RMDIR:
+        return this.fs.rmdir(joinPath(this.fs.pathOf(header.nodeid), parseName(body)));
+      case Op.RENAME:
+      case Op.RENAME2: {
+        const rename = parseRenameIn(body, header.opcode === Op.RENAME2);
+        const from = joinPath(this.fs.pathOf(header.nodeid), rename.from);
+        return this.fs.rename(from, joinPath(this.fs.pathOf(rename.newParent), rename.to), rename.flags);
+      }
+      case Op.SETATTR: {
+        const { fh, ...changes } = parseSetattrIn(body, Date.now());
+        return attrOut(await this.fs.setattr(this.fs.pathOf(header.nodeid), changes, fh), ttl);
+      }
+      case Op.WRITE: {
+        const write = parseWriteIn(body);
+        return writeOut(await this.fs.write(write.fh, write.data, write.offset));
+      }
+      case Op.FLUSH:
+        return this.fs.flush(parseFh(body));
+      case Op.FSYNC:
+        return this.fs.fsync(parseFh(body));
       case Op.RELEASE:
         return this.release(parseFh(body));
-      case Op.FLUSH:
-      case Op.FSYNC:
       case Op.FSYNCDIR:
         return undefined;
       case Op.STATFS:
         return statfsOut(this.fs.statfs());
+      case Op.LINK:
+      case Op.SYMLINK:
+        throw new FsError('EPERM', 'links are not supported');
       default:
-        if (REFUSED_WHILE_READ_ONLY.has(header.opcode)) return this.fs.refuseWrite(this.fs.pathOf(header.nodeid));
         // ENOSYS tells the kernel not to ask again (xattrs, access checks, locks, ...).
         throw new FsError('ENOSYS');
     }
@@ -236,11 +281,13 @@ export class NativeEngine implements Engine {
     return [{ name: '.', attr: self }, { name: '..', attr: parent }, ...children];
   }
 
-  private async open(ino: number, flags: number): Promise<Buffer> {
-    const fh = await this.fs.open(this.fs.pathOf(ino), flags);
+  /** Chooses how the kernel reads a new handle (passthrough, or through us) and answers OPEN. */
+  private async opened(ino: number, fh: number): Promise<Buffer> {
     try {
       const access = await this.fs.directAccess(fh);
       const io = this.inodeIo.get(ino) ?? { cached: 0, passthrough: 0, backing: undefined };
+      // Writes must reach us, but the kernel would send those of an inode in passthrough to its backing file.
+      if (this.fs.isWritable(fh) && io.passthrough > 0) throw new FsError('ETXTBSY', 'open for reading with passthrough');
       this.inodeIo.set(ino, io);
       let mode: IoMode = 'cached';
       let backingId = 0;

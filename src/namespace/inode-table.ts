@@ -38,4 +38,14 @@ export class InodeTable {
   pathOf(ino: number): string | undefined {
     return this.paths.get(ino);
   }
+
+  /**
+   * After a rename, the inodes the kernel holds for `from` and below answer to `to`: the kernel
+   * moved its names, and asks about those inodes by number.
+   */
+  rename(from: string, to: string): void {
+    for (const [ino, path] of this.paths) {
+      if (path === from || path.startsWith(from + '/')) this.paths.set(ino, to + path.slice(from.length));
+    }
+  }
 }

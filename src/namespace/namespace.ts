@@ -21,6 +21,8 @@ export interface FileNode {
   size: number;
   etag: string;
   mtime: Date;
+  /** User metadata, known when the object was read with HEAD or written by this mount. */
+  metadata?: Record<string, string>;
 }
 
 export interface DirNode {
@@ -107,6 +109,17 @@ export class Namespace {
     this.listings.delete(path);
   }
 
+  /** Forgets everything cached at or below `path`, and its parent's listing. */
+  forgetTree(path: string): void {
+    const below = path === '/' ? '/' : path + '/';
+    for (const cached of [this.nodes, this.listings]) {
+      for (const known of [...cached.keys()]) {
+        if (known === path || known.startsWith(below)) cached.delete(known);
+      }
+    }
+    this.listings.delete(parentOf(path));
+  }
+
   /** Records a node the mount itself created or changed, so it is visible at once. */
   remember(node: Node): void {
     this.nodes.set(node.path, { value: node, fetchedAt: this.now() });
@@ -130,6 +143,7 @@ export class Namespace {
       size: info.size,
       etag: info.etag,
       mtime: info.mtime,
+      metadata: info.metadata,
     };
   }
 

@@ -46,4 +46,24 @@ export interface ObjectStore {
 
   /** Stores `body` whole under `key`; returns the new object's info. */
   put(key: string, body: Uint8Array, metadata?: Record<string, string>): Promise<ObjectInfo>;
+
+  /** Starts a multipart upload; returns its id. */
+  createMultipart(key: string, metadata?: Record<string, string>): Promise<string>;
+
+  /** Uploads part `partNumber` (from 1); returns its ETag. */
+  uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array): Promise<string>;
+
+  completeMultipart(key: string, uploadId: string, partEtags: string[]): Promise<ObjectInfo>;
+
+  abortMultipart(key: string, uploadId: string): Promise<void>;
+
+  /**
+   * Copies `from` (of `size` bytes) to `to` inside the bucket, server-side; with `metadata`
+   * the copy gets it instead of the source's. `from` may equal `to` to change metadata only.
+   */
+  copy(from: string, to: string, size: number, metadata?: Record<string, string>): Promise<ObjectInfo>;
+
+  delete(key: string): Promise<void>;
+
+  deleteMany(keys: string[]): Promise<void>;
 }

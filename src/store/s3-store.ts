@@ -2,12 +2,20 @@
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
   S3ServiceException,
+  UploadPartCommand,
+  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import createDebug from 'debug';
 import type { StoreConfig } from '../config';
@@ -24,6 +32,10 @@ const CONNECT_TIMEOUT_MS = 5_000;
 /** Socket inactivity, not total duration: a long GET that keeps streaming is never cut. */
 const IDLE_TIMEOUT_MS = 30_000;
 const MAX_ATTEMPTS = 4;
+/** The largest object CopyObject copies in one request; larger ones are copied in parts. */
+const MAX_SINGLE_COPY = 5 * 1024 ** 3;
+const COPY_PART_SIZE = 1024 ** 3;
+const DELETE_BATCH = 1000;
 
 const KIND_BY_NAME: Record<string, StoreErrorKind> = {
   NoSuchKey: 'NotFound',
@@ -137,7 +149,104 @@ export class S3Store implements ObjectStore {
         new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, Metadata: metadata }),
       ),
     );
-    return { key, size: body.length, etag: output.ETag ?? '', mtime: new Date(), metadata };
+    return this.infoAfterWrite(key, output.ETag);
+  }
+
+  async createMultipart(key: string, metadata: Record<string, string> = {}): Promise<string> {
+    const output = await this.call(`create multipart ${key}`, () =>
+      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, Metadata: metadata })),
+    );
+    if (!output.UploadId) throw new StoreError('Server', `create multipart ${key}: no upload id`);
+    return output.UploadId;
+  }
+
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array): Promise<string> {
+    const output = await this.call(`upload part ${partNumber} of ${key}`, () =>
+      this.client.send(
+        new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }),
+      ),
+    );
+    return output.ETag ?? '';
+  }
+
+  async completeMultipart(key: string, uploadId: string, partEtags: string[]): Promise<ObjectInfo> {
+    const output = await this.call(`complete multipart ${key}`, () =>
+      this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: key,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: partEtags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) },
+        }),
+      ),
+    );
+    return this.infoAfterWrite(key, output.ETag);
+  }
+
+  async abortMultipart(key: string, uploadId: string): Promise<void> {
+    await this.call(`abort multipart ${key}`, () =>
+      this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })),
+    );
+  }
+
+  async copy(from: string, to: string, size: number, metadata?: Record<string, string>): Promise<ObjectInfo> {
+    const source = copySource(this.bucket, from);
+    const directive = metadata ? 'REPLACE' : 'COPY';
+    if (size <= MAX_SINGLE_COPY) {
+      const output = await this.call(`copy ${from} to ${to}`, () =>
+        this.client.send(
+          new CopyObjectCommand({ Bucket: this.bucket, Key: to, CopySource: source, MetadataDirective: directive, Metadata: metadata }),
+        ),
+      );
+      return this.infoAfterWrite(to, output.CopyObjectResult?.ETag);
+    }
+    const uploadId = await this.createMultipart(to, metadata ?? (await this.head(from))?.metadata);
+    try {
+      const etags: string[] = [];
+      for (let start = 0; start < size; start += COPY_PART_SIZE) {
+        const end = Math.min(size, start + COPY_PART_SIZE) - 1;
+        const output = await this.call(`copy part of ${from} to ${to}`, () =>
+          this.client.send(
+            new UploadPartCopyCommand({
+              Bucket: this.bucket,
+              Key: to,
+              UploadId: uploadId,
+              PartNumber: etags.length + 1,
+              CopySource: source,
+              CopySourceRange: `bytes=${start}-${end}`,
+            }),
+          ),
+        );
+        etags.push(output.CopyPartResult?.ETag ?? '');
+      }
+      return await this.completeMultipart(to, uploadId, etags);
+    } catch (err) {
+      await this.abortMultipart(to, uploadId).catch(() => undefined); // best effort: the copy already failed
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.call(`delete ${key}`, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+  }
+
+  async deleteMany(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      const batch = keys.slice(i, i + DELETE_BATCH);
+      const output = await this.call(`delete ${batch.length} objects`, () =>
+        this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } })),
+      );
+      const failed = output.Errors?.[0];
+      if (failed) throw new StoreError('Server', `delete ${failed.Key}: ${failed.Code} ${failed.Message ?? ''}`.trim());
+    }
+  }
+
+  /** What a write left: the store's word on size and time, which later listings will repeat. */
+  private async infoAfterWrite(key: string, etag: string | undefined): Promise<ObjectInfo> {
+    const info = await this.head(key);
+    if (!info) throw new StoreError('Server', `${key} is missing right after it was written`);
+    if (etag && info.etag !== etag) debug('%s changed again right after it was written', key);
+    return info;
   }
 
   private async call<T>(what: string, request: () => Promise<T>): Promise<T> {
@@ -163,6 +272,11 @@ export class S3Store implements ObjectStore {
     kind ??= 'Server';
     return new StoreError(kind, `${what}: ${describe(kind, e, this.description)}`, err);
   }
+}
+
+/** x-amz-copy-source: URL-encoded, but with the characters s3rver's decodeURI leaves alone kept as they are. */
+function copySource(bucket: string, key: string): string {
+  return encodeURI(`${bucket}/${key}`).replace(/\?/g, '%3F').replace(/#/g, '%23');
 }
 
 function describe(kind: StoreErrorKind, err: Error & { code?: string }, where: string): string {

@@ -25,11 +25,49 @@ export class MemoryStore implements ObjectStore {
 
   async checkAccess(): Promise<void> {}
 
-  async put(key: string, body: Uint8Array): Promise<ObjectInfo> {
+  private readonly uploads = new Map<string, Buffer[]>();
+  private nextUpload = 1;
+
+  async put(key: string, body: Uint8Array, metadata: Record<string, string> = {}): Promise<ObjectInfo> {
     const buffer = Buffer.from(body);
-    const info = { key, size: buffer.length, etag: `"${createHash('md5').update(buffer).digest('hex')}"`, mtime: new Date() };
+    const info = { key, size: buffer.length, etag: `"${createHash('md5').update(buffer).digest('hex')}"`, mtime: new Date(), metadata };
     this.objects.set(key, { body: buffer, info });
     return info;
+  }
+
+  async createMultipart(): Promise<string> {
+    const id = String(this.nextUpload++);
+    this.uploads.set(id, []);
+    return id;
+  }
+
+  async uploadPart(_key: string, uploadId: string, partNumber: number, body: Uint8Array): Promise<string> {
+    this.uploads.get(uploadId)![partNumber - 1] = Buffer.from(body);
+    return `"part${partNumber}"`;
+  }
+
+  async completeMultipart(key: string, uploadId: string): Promise<ObjectInfo> {
+    const parts = this.uploads.get(uploadId)!;
+    this.uploads.delete(uploadId);
+    return this.put(key, Buffer.concat(parts));
+  }
+
+  async abortMultipart(_key: string, uploadId: string): Promise<void> {
+    this.uploads.delete(uploadId);
+  }
+
+  async copy(from: string, to: string, _size: number, metadata?: Record<string, string>): Promise<ObjectInfo> {
+    const source = this.objects.get(from);
+    if (!source) throw new StoreError('NotFound', `no such key ${from}`);
+    return this.put(to, source.body, metadata ?? source.info.metadata);
+  }
+
+  async delete(key: string): Promise<void> {
+    this.objects.delete(key);
+  }
+
+  async deleteMany(keys: string[]): Promise<void> {
+    for (const key of keys) this.objects.delete(key);
   }
 
   async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {

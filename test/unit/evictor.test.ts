@@ -39,7 +39,6 @@ t.test('age sweep evicts idle entries only', async (t) => {
     entry('recent', 9500),
     entry('old-open', 1000, 10 * KiB, { openHandles: 1 }),
     entry('old-pinned', 1000, 10 * KiB, { pinned: true }),
-    entry('old-dirty', 1000, 10 * KiB, { dirty: true }),
     entry('old-fetching', 1000, 10 * KiB, { activeFetches: 1 }),
   ]);
   t.equal(evictor.sweepAged(), 1);

@@ -14,7 +14,7 @@ async function setup(t: any, options: { capacity?: string; dir?: string; store?:
   const store = options.store ?? new MemoryStore();
   const dir = options.dir ?? t.testdir({});
   const config = buildCacheConfig({ 'cache-dir': dir, 'block-size': '64KiB', 'cache-size': options.capacity ?? '64MiB' });
-  const cache = await StagingCache.open({ config, store });
+  const cache = await StagingCache.open({ config, store, bucket: 'b' });
   return { store, dir, cache, config };
 }
 

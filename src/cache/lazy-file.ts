@@ -1,0 +1,29 @@
+/** A file handle opened on first use and shared by every later user until closed. */
+import type { FileHandle } from 'node:fs/promises';
+
+export class LazyFile {
+  private file: Promise<FileHandle> | undefined;
+
+  constructor(private readonly opener: () => Promise<FileHandle>) {}
+
+  get(): Promise<FileHandle> {
+    if (!this.file) {
+      const opening = this.opener();
+      this.file = opening;
+      opening.catch(() => {
+        if (this.file === opening) this.file = undefined;
+      });
+    }
+    return this.file;
+  }
+
+  get isOpen(): boolean {
+    return this.file !== undefined;
+  }
+
+  async close(): Promise<void> {
+    const file = this.file;
+    this.file = undefined;
+    if (file) await (await file).close();
+  }
+}

@@ -1,0 +1,114 @@
+import { execFileSync } from 'node:child_process';
+import { mkdir, open, writeFile } from 'node:fs/promises';
+import t from 'tap';
+import type { StatusReport } from '../../src/cli/status-command';
+import { EmbeddedS3 } from '../../src/s3server/embedded-s3';
+import { sleep } from '../../src/util/deferred';
+import { runCli } from '../helpers/cli';
+import { randomData, sha256, sha256File } from '../helpers/files';
+import { engineTest, mountS3, tempDir } from '../helpers/mount';
+import { startS3 } from '../helpers/s3';
+import { objectSha256 } from '../helpers/s3-read';
+
+const MiB = 1024 * 1024;
+
+async function status(cacheDir: string): Promise<StatusReport> {
+  const result = await runCli(['status', '--cache-dir', cacheDir, '--json']);
+  return JSON.parse(result.stdout) as StatusReport;
+}
+
+async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(250)) {
+    if (await check()) return true;
+  }
+  return check();
+}
+
+/**
+ * Writes 1 MiB chunks of one random chunk into a new file until a write fails or `maxChunks`
+ * are written, then closes it; returns the failure and the bytes the file must hold.
+ */
+async function writeUntilFailure(path: string, maxChunks: number): Promise<{ failure: NodeJS.ErrnoException | undefined; expected: Buffer }> {
+  const chunk = randomData(MiB);
+  const writer = await open(path, 'w');
+  let written = 0;
+  let failure: NodeJS.ErrnoException | undefined;
+  try {
+    for (let i = 0; i < maxChunks; i++) {
+      // A write the kernel split into pieces may land partly before ENOSPC.
+      written += (await writer.write(chunk, 0, chunk.length, written)).bytesWritten;
+    }
+  } catch (err) {
+    failure = err as NodeJS.ErrnoException;
+  }
+  await writer.close();
+  return { failure, expected: Buffer.concat(Array.from({ length: Math.ceil(written / MiB) }, () => chunk)).subarray(0, written) };
+}
+
+engineTest(t, 'a crash before upload loses nothing: the remount uploads it first', async (t, engine) => {
+  const s3 = await startS3(t);
+  const cacheDir = tempDir(t, 'cache');
+  const first = await mountS3(t, s3, { engine, cacheDir });
+  await mkdir(first.path('volumes'));
+  const data = randomData(8 * MiB + 5);
+  // Held open: nothing is uploaded before close.
+  const writer = await open(first.path('volumes/export.raw'), 'w');
+  await writer.write(data, 0, data.length, 0);
+  t.notOk(await s3.store.head('volumes/export.raw'), 'written but not uploaded');
+  const killed = new Promise((resolve) => first.daemon.once('exit', resolve));
+  first.daemon.kill('SIGKILL');
+  await killed;
+  await writer.close().catch(() => undefined); // the mount died under it
+  await first.unmount();
+
+  const second = await mountS3(t, s3, { engine, cacheDir });
+  t.equal(await objectSha256(s3, 'volumes/export.raw'), sha256(data), 'the remount uploaded the bytes written before the crash');
+  t.equal(await sha256File(second.path('volumes/export.raw')), sha256(data), 'and serves them');
+  t.equal((await status(cacheDir)).pendingUploads.count, 0, 'nothing is pending');
+});
+
+engineTest(t, 'an upload that fails reports EIO at close, stays dirty, and goes up once the server is back', async (t, engine) => {
+  const s3 = await startS3(t);
+  const mount = await mountS3(t, s3, { engine });
+  const data = randomData(3 * MiB + 1);
+  const writer = await open(mount.path('template.qcow2'), 'w');
+  await writer.write(data, 0, data.length, 0);
+  const { directory, port } = s3.server;
+  await s3.server.stop();
+  await t.rejects(writer.close(), { code: 'EIO' }, 'close reports EIO');
+  await sleep(600);
+  const pending = (await status(mount.cacheDir)).entries.find((e) => e.key === 'template.qcow2');
+  t.equal(pending?.dirty, true, 'status shows the file pending');
+  t.ok(pending?.error, `with the last error (${pending?.error})`);
+  t.match(mount.output(), /upload of template\.qcow2 failed/, 'and the log says so');
+  t.equal(await sha256File(mount.path('template.qcow2')), sha256(data), 'the mount still serves the written bytes');
+
+  const restarted = await EmbeddedS3.start({ directory, port });
+  t.teardown(() => restarted.stop());
+  t.ok(await eventually(async () => (await objectSha256(s3, 'template.qcow2')) === sha256(data), 60_000), 'uploaded once the server is back');
+  t.ok(await eventually(async () => (await status(mount.cacheDir)).pendingUploads.count === 0, 5_000), 'and no longer pending');
+});
+
+engineTest(t, 'a write past the cache size fails with ENOSPC and keeps what was written', async (t, engine) => {
+  const s3 = await startS3(t);
+  const mount = await mountS3(t, s3, { engine, args: ['--cache-size', '16MiB'] });
+  const kept = randomData(4 * MiB);
+  await writeFile(mount.path('kept.bin'), kept);
+  const { failure, expected } = await writeUntilFailure(mount.path('big.bin'), 40);
+  t.equal(failure?.code, 'ENOSPC', `ENOSPC after ${expected.length / MiB} MiB`);
+  t.ok(expected.length >= 8 * MiB, 'once the cache was full, not before');
+  t.equal(await objectSha256(s3, 'big.bin'), sha256(expected), 'everything written before ENOSPC was uploaded');
+  t.equal(await objectSha256(s3, 'kept.bin'), sha256(kept), 'an earlier file is intact');
+});
+
+engineTest(t, 'a full cache disk fails the write with ENOSPC and keeps what was written', async (t, engine) => {
+  const s3 = await startS3(t);
+  const cacheDir = tempDir(t, 'tmpfs');
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=96m', 'tmpfs', cacheDir]);
+  t.teardown(() => execFileSync('umount', ['-l', cacheDir]));
+  const mount = await mountS3(t, s3, { engine, cacheDir, args: ['--cache-size', '1GiB'] });
+  const { failure, expected } = await writeUntilFailure(mount.path('disk-full.bin'), 128);
+  t.equal(failure?.code, 'ENOSPC', `ENOSPC after ${expected.length / MiB} MiB`);
+  t.ok(expected.length >= 32 * MiB, 'once the disk was nearly full, not before');
+  t.equal(await objectSha256(s3, 'disk-full.bin'), sha256(expected), 'everything written before ENOSPC was uploaded');
+});
