@@ -202,8 +202,14 @@ export class StagingCache {
     }
     const window = handle.readahead.onRead(position, end);
     this.count('misses', 1);
+    const startsFetches = this.hasUnrequested(object, first, last);
     const staging = this.stage(object, first, last);
-    if (window) this.readAhead(object, handle.readahead, end, window);
+    if (window) {
+      // A read that starts GETs of its own gets the store to itself until they land: readahead
+      // sharing the bandwidth would delay the bytes the reader waits for (time to first byte).
+      if (startsFetches) void staging.then(() => this.readAhead(object, handle.readahead, end, window), () => undefined);
+      else this.readAhead(object, handle.readahead, end, window);
+    }
     try {
       await staging;
     } catch (err) {
@@ -372,6 +378,13 @@ export class StagingCache {
     if (!this.ledger.tryReserve(bytes) && !(this.evictor.makeRoom(bytes) && this.ledger.tryReserve(bytes))) return false;
     this.evictor.enforceWatermarks();
     return true;
+  }
+
+  private hasUnrequested(object: StagedObject, first: number, last: number): boolean {
+    for (let block = first; block <= last; block++) {
+      if (!object.blocks.has(block) && !object.inflight.has(block)) return true;
+    }
+    return false;
   }
 
   /** Stages blocks first..last: starts fetches for the missing ones and waits for all of them. */
