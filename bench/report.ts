@@ -1,0 +1,106 @@
+/** The report of a run: a markdown page with a table per job, the JSON, and an SVG chart. */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { formatBytes } from '../src/units';
+import { renderChart } from './chart';
+import { SHAPES } from './datasets';
+import { bestPeer, LIMIT_OF, PHASES, stagefsVsBestPeer, stagefsVsLimit, type BenchResults, type JobResult } from './results';
+import { LABELS, type SystemName } from './systems';
+
+export function formatValue(value: number | undefined): string {
+  if (value === undefined) return '–';
+  if (value >= 100) return Math.round(value).toLocaleString('en-US');
+  if (value >= 10) return value.toFixed(1);
+  return value.toPrecision(2);
+}
+
+function formatRatio(ratio: number | undefined): string {
+  return ratio === undefined ? '–' : `${ratio >= 10 ? ratio.toFixed(0) : ratio.toFixed(2)}×`;
+}
+
+function cell(job: JobResult, system: SystemName, phase: 'cold' | 'warm'): string {
+  const measurement = job.bySystem[system];
+  if (!measurement) return '';
+  if (measurement[phase] === undefined && measurement.error) return 'failed';
+  return formatValue(measurement[phase]);
+}
+
+function jobSection(job: JobResult): string[] {
+  const lines = [`### ${job.name}: ${job.title}`, '', `| system | cold (${job.unit}) | warm (${job.unit}) |`, '| --- | ---: | ---: |'];
+  const systems = Object.keys(job.bySystem) as SystemName[];
+  for (const system of systems) lines.push(`| ${LABELS[system]} | ${cell(job, system, 'cold')} | ${cell(job, system, 'warm')} |`);
+  const peer = (phase: 'cold' | 'warm') => bestPeer(job, phase)?.system;
+  lines.push(
+    `| **stagefs ÷ best peer** | **${formatRatio(stagefsVsBestPeer(job, 'cold'))}** ${peer('cold') ? `(${peer('cold')})` : ''} | **${formatRatio(stagefsVsBestPeer(job, 'warm'))}** ${peer('warm') ? `(${peer('warm')})` : ''} |`,
+    `| **stagefs ÷ limit** | **${formatRatio(stagefsVsLimit(job, 'cold'))}** (${LIMIT_OF.cold}) | **${formatRatio(stagefsVsLimit(job, 'warm'))}** (${LIMIT_OF.warm}) |`,
+  );
+  const failures = systems.filter((s) => job.bySystem[s]?.error).map((s) => `${s}: ${job.bySystem[s]!.error}`);
+  if (failures.length) lines.push('', ...failures.map((f) => `- failed: ${f}`));
+  lines.push('');
+  return lines;
+}
+
+export function renderMarkdown(results: BenchResults, chartFile: string): string {
+  const shape = SHAPES[results.scale];
+  const lines = [
+    `# stagefs benchmark, ${results.date}, ${results.host}`,
+    '',
+    `Command: \`${results.command}\` (${results.scale} scale, ${Math.round(results.seconds / 60)} min). ` +
+      `Data: one ${formatBytes(shape.bigBytes)} object, ${shape.imageCount} × ${formatBytes(shape.imageBytes)} objects, ` +
+      `${shape.smallCount.toLocaleString('en-US')} objects of 4-64 KiB in one directory, on the ${results.machine.store}.`,
+    '',
+    `Machine: ${Object.entries(results.machine).filter(([k]) => k !== 'store').map(([k, v]) => `${k} ${v}`).join('; ')}.`,
+    '',
+    'Every job runs on a fresh mount with an empty cache: **cold** is its first run, **warm** the same job again on the same mount. ' +
+      (results.pageCacheDropped
+        ? 'The kernel page cache is dropped before each run, so warm means the system\'s own cache, not RAM.'
+        : '**The page cache could not be dropped (not root)**: warm figures include it.') +
+      ' Ratios say how many times better stagefs (native engine) does (> 1: stagefs is better; for times, lower is better); ' +
+      '"limit" is the object store read with ranged GETs and no FUSE, the best of 1, 4 and 8 in flight (cold) or the same bytes read from local disk (warm).',
+    '',
+    `![main jobs](${chartFile})`,
+    '',
+    '## Peak memory of each mount process (VmHWM, over all its jobs)',
+    '',
+    '| system | peak RSS |',
+    '| --- | ---: |',
+  ];
+  for (const [system, result] of Object.entries(results.systems) as Array<[SystemName, NonNullable<BenchResults['systems'][SystemName]>]>) {
+    if (result.peakRssBytes !== undefined) lines.push(`| ${LABELS[system]} | ${formatBytes(result.peakRssBytes)} |`);
+  }
+  const broken = Object.entries(results.systems).filter(([, r]) => r?.error);
+  if (broken.length) lines.push('', ...broken.map(([system, r]) => `- ${system} could not run: ${r!.error}`));
+  lines.push('', '## Jobs', '');
+  for (const job of results.jobs) lines.push(...jobSection(job));
+  return lines.join('\n');
+}
+
+/** A compact table for the terminal. */
+export function renderSummary(results: BenchResults): string {
+  const systems = [...new Set(results.jobs.flatMap((job) => Object.keys(job.bySystem)))] as SystemName[];
+  const header = ['job', 'phase', 'unit', ...systems, 'vs peer', 'vs limit'];
+  const rows = results.jobs.flatMap((job) =>
+    PHASES.map((phase) => [
+      job.name,
+      phase,
+      job.unit,
+      ...systems.map((system) => cell(job, system, phase)),
+      formatRatio(stagefsVsBestPeer(job, phase)),
+      formatRatio(stagefsVsLimit(job, phase)),
+    ]),
+  );
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const format = (row: string[]) => row.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  return [format(header), ...rows.map(format)].join('\n');
+}
+
+/** Writes <out>/<date>-<host>.{md,json,svg}; returns the markdown's path. */
+export function writeReport(results: BenchResults, outDir: string): string {
+  mkdirSync(outDir, { recursive: true });
+  const base = `${results.date}-${results.host}${results.scale === 'full' ? '' : `-${results.scale}`}`;
+  writeFileSync(join(outDir, `${base}.json`), JSON.stringify(results, null, 2) + '\n');
+  writeFileSync(join(outDir, `${base}.svg`), renderChart(results));
+  const markdown = join(outDir, `${base}.md`);
+  writeFileSync(markdown, renderMarkdown(results, `${base}.svg`) + '\n');
+  return markdown;
+}

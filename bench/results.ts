@@ -1,0 +1,69 @@
+/** What a run measured, and the ratios the report is about. */
+import type { DataSetShape } from './datasets';
+import type { JobName, Unit } from './jobs';
+import type { Scale } from './options';
+import { PEERS, type SystemName } from './systems';
+
+export type Phase = 'cold' | 'warm';
+export const PHASES: readonly Phase[] = ['cold', 'warm'];
+
+export interface Measurement {
+  cold?: number;
+  warm?: number;
+  error?: string;
+}
+
+export interface JobResult {
+  name: JobName;
+  title: string;
+  unit: Unit;
+  higherIsBetter: boolean;
+  bySystem: Partial<Record<SystemName, Measurement>>;
+}
+
+export interface SystemResult {
+  label: string;
+  peakRssBytes?: number;
+  error?: string;
+}
+
+export interface BenchResults {
+  date: string;
+  host: string;
+  machine: Record<string, string>;
+  scale: Scale;
+  shape: DataSetShape;
+  command: string;
+  pageCacheDropped: boolean;
+  seconds: number;
+  systems: Partial<Record<SystemName, SystemResult>>;
+  jobs: JobResult[];
+}
+
+/** The limit each phase is compared with: cold reads cannot beat the store, warm ones the disk. */
+export const LIMIT_OF: Record<Phase, SystemName> = { cold: 'raw-s3', warm: 'local-disk' };
+
+/** How many times better `value` is than `other` (> 1: better), whichever way the unit goes. */
+export function advantage(job: JobResult, value: number | undefined, other: number | undefined): number | undefined {
+  if (value === undefined || other === undefined || value <= 0 || other <= 0) return undefined;
+  return job.higherIsBetter ? value / other : other / value;
+}
+
+export function bestPeer(job: JobResult, phase: Phase): { system: SystemName; value: number } | undefined {
+  let best: { system: SystemName; value: number } | undefined;
+  for (const system of PEERS) {
+    const value = job.bySystem[system]?.[phase];
+    if (value === undefined) continue;
+    if (!best || (job.higherIsBetter ? value > best.value : value < best.value)) best = { system, value };
+  }
+  return best;
+}
+
+export function stagefsVsBestPeer(job: JobResult, phase: Phase): number | undefined {
+  return advantage(job, job.bySystem.stagefs?.[phase], bestPeer(job, phase)?.value);
+}
+
+/** stagefs as a share of the limit: 1 is the limit itself. */
+export function stagefsVsLimit(job: JobResult, phase: Phase): number | undefined {
+  return advantage(job, job.bySystem.stagefs?.[phase], job.bySystem[LIMIT_OF[phase]]?.[phase]);
+}
