@@ -304,12 +304,22 @@ export class StagingCache {
     }
   }
 
-  /** Pins or unpins an object's current version; a pinned entry is never evicted. */
+  /**
+   * Pins or unpins an object's current version. A pin keeps the file local: it is set before the
+   * file is staged whole, so no eviction can slip in between, and taken back if staging fails.
+   */
   async setPinned(version: ObjectVersion, pinned: boolean): Promise<void> {
     if (version.size === 0) return;
     const object = await this.entryFor(version);
     object.pinned = pinned;
     this.changed.add(object);
+    if (!pinned) return;
+    try {
+      await this.prefetch(version, () => undefined);
+    } catch (err) {
+      object.pinned = false;
+      throw err;
+    }
   }
 
   /** Evicts every staged version of `key`; refuses, changing nothing, while one is in use or pinned. */

@@ -63,7 +63,7 @@ mount, else the default cache dir. --json prints one object.`,
 
 Acts on files of a running mount; PATH is a file or directory inside the mount.
   prefetch   stage whole files now, with a progress bar
-  pin        keep files in the cache: no age or capacity eviction (survives remounts)
+  pin        stage files whole and keep them: no age or capacity eviction (survives remounts)
   unpin      let pinned files be evicted again
   evict      remove files from the cache; refused for a file in use or pinned`,
 };
