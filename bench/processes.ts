@@ -1,11 +1,11 @@
 /** Child processes, mounts and the page cache, as the benchmark needs them. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { mountAt } from '../src/daemon/mount-table';
+import { sleep } from '../src/util/deferred';
 
 export function isMounted(path: string): boolean {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .some((line) => line.split(' ')[4] === path);
+  return mountAt(path) !== undefined;
 }
 
 /** Drops the kernel's page cache, so a read measures the cache under test and not RAM. */
@@ -27,10 +27,6 @@ export function peakRss(pid: number): number | undefined {
   } catch {
     return undefined; // the process is gone
   }
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 export function exited(child: ChildProcess): boolean {

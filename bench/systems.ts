@@ -7,7 +7,8 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { exited, isMounted, peakRss, sleep, startLogged, tail, waitFor } from './processes';
+import { sleep } from '../src/util/deferred';
+import { exited, isMounted, peakRss, startLogged, tail, waitFor } from './processes';
 
 export const MOUNT_SYSTEMS = ['stagefs', 'stagefs-fuse-native', 's3fs', 'rclone'] as const;
 export const LIMITS = ['local-disk', 'raw-s3'] as const;

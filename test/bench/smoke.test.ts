@@ -7,6 +7,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import type { BenchResults } from '../../bench/results';
+import { mounts } from '../../src/daemon/mount-table';
 import { tempDir } from '../helpers/mount';
 
 const RUNNER = join(__dirname, '..', '..', 'bench', 'run.js');
@@ -26,10 +27,9 @@ function runBench(args: string[], t: Test): Promise<{ code: number | null; outpu
 }
 
 function mountsUnder(dir: string): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .map((line) => line.split(' ')[4])
-    .filter((path) => path?.startsWith(dir));
+  return mounts()
+    .map((entry) => entry.mountpoint)
+    .filter((path) => path.startsWith(dir));
 }
 
 t.test('a smoke run measures every job on every system and writes the report', async (t) => {
