@@ -86,6 +86,14 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stagefs');
 }
 
+/**
+ * Where files written through a mount keep their data and records until uploaded: apart from
+ * the staged files, so reconciling or evicting the cache never touches them.
+ */
+export function writeDirOf(cacheDir: string): string {
+  return join(cacheDir, 'pending');
+}
+
 /** "s3://bucket/some/prefix" -> { bucket, prefix: "some/prefix/" }. */
 export function parseBucketUrl(url: string): BucketLocation {
   const match = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(url);

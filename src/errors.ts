@@ -88,14 +88,20 @@ const STORE_ERRNO: Record<StoreErrorKind, ErrnoCode> = {
   Server: 'EIO',
 };
 
-const NODE_CODES = new Set<string>(['ENOENT', 'ENOSPC', 'EACCES', 'EBADF', 'EEXIST', 'ENOTDIR', 'EISDIR', 'EFBIG', 'EDQUOT']);
+const NODE_CODES = new Set<string>(['ENOENT', 'EACCES', 'EBADF', 'EEXIST', 'ENOTDIR', 'EISDIR', 'EFBIG']);
+
+/** Whether a local I/O error means the disk (or the user's quota on it) is full. */
+export function isDiskFull(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
 
 /** The errno code any thrown value maps to; unknown failures are EIO. */
 export function errnoCodeOf(err: unknown): ErrnoCode {
   if (err instanceof FsError) return err.code;
   if (err instanceof StoreError) return STORE_ERRNO[err.kind];
+  if (isDiskFull(err)) return 'ENOSPC';
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (code === 'EDQUOT') return 'ENOSPC';
   if (code && NODE_CODES.has(code)) return code as ErrnoCode;
   return 'EIO';
 }

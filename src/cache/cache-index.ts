@@ -7,10 +7,12 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 
-export type EntryState = 'fetching' | 'partial' | 'complete' | 'dirty' | 'uploading';
+export type EntryState = 'fetching' | 'partial' | 'complete';
 
 export interface EntryRecord {
   id: string;
+  /** The staging file's name (older indexes named it by the id alone). */
+  file: string;
   bucket: string;
   key: string;
   etag: string;
@@ -25,15 +27,21 @@ export interface EntryRecord {
   lastAccess: number;
   openHandles: number;
   pinned: boolean;
-  /** Written through the mount and not yet uploaded (working copies only). */
-  dirty: boolean;
   state: EntryState;
-  /** A working copy: the file is the whole content, written through the mount. */
-  working?: boolean;
-  /** Object metadata (mode, owner, times) a working copy's upload carries. */
+}
+
+/**
+ * A file written through the mount, as indexes before the write path kept its own records
+ * listed it (with its data in the staging file named by the id); read once, to hand it over.
+ */
+export interface LegacyWriteRecord {
+  id: string;
+  key: string;
+  size: number;
+  mtime: number;
+  working: true;
+  dirty: boolean;
   metadata?: Record<string, string>;
-  /** Why the last upload of a working copy failed. */
-  lastError?: string;
 }
 
 export const COUNTER_NAMES = ['hits', 'misses', 'bytesFetched', 'evictions', 'bypassedReads'] as const;
@@ -66,10 +74,14 @@ function committed<T>(write: Promise<T>): Promise<T> {
   });
 }
 
+function isLegacyWrite(record: EntryRecord | LegacyWriteRecord): record is LegacyWriteRecord {
+  return (record as Partial<LegacyWriteRecord>).working === true;
+}
+
 export class CacheIndex {
   private constructor(
     private readonly root: RootDatabase,
-    private readonly entriesDb: Database<EntryRecord, string>,
+    private readonly entriesDb: Database<EntryRecord | LegacyWriteRecord, string>,
     private readonly countersDb: Database<number, string>,
     private readonly metaDb: Database<SpaceRecord, string>,
   ) {}
@@ -80,19 +92,25 @@ export class CacheIndex {
     const root = open({ path, maxDbs: 4, readOnly: options.readOnly ?? false, compression: false });
     return new CacheIndex(
       root,
-      root.openDB<EntryRecord, string>({ name: 'entries' }),
+      root.openDB<EntryRecord | LegacyWriteRecord, string>({ name: 'entries' }),
       root.openDB<number, string>({ name: 'counters' }),
       root.openDB<SpaceRecord, string>({ name: 'meta' }),
     );
   }
 
   entries(): EntryRecord[] {
-    return [...this.entriesDb.getRange()].map(({ value }) => value);
+    return [...this.entriesDb.getRange()].map(({ value }) => value).filter((record): record is EntryRecord => !isLegacyWrite(record));
   }
 
   get(id: string): EntryRecord | undefined {
-    return this.entriesDb.get(id);
+    const record = this.entriesDb.get(id);
+    return record && !isLegacyWrite(record) ? record : undefined;
   }
+
+  legacyWrites(): LegacyWriteRecord[] {
+    return [...this.entriesDb.getRange()].map(({ value }) => value).filter(isLegacyWrite);
+  }
+
 
   put(record: EntryRecord): Promise<boolean> {
     return committed(this.entriesDb.put(record.id, record));
@@ -102,14 +120,16 @@ export class CacheIndex {
     return committed(this.entriesDb.remove(id));
   }
 
-  /** Removes the record in one transaction if `mayRemove` still holds for what is stored. */
-  removeIf(id: string, mayRemove: (record: EntryRecord) => boolean): Promise<boolean> {
-    return committed(this.entriesDb.transaction(() => {
-      const record = this.entriesDb.get(id);
-      if (!record || !mayRemove(record)) return false;
-      this.entriesDb.removeSync(id);
-      return true;
-    }));
+  /** Removes the record of `id` if it still names the staging file `file` (a newer entry's record stays). */
+  removeEntry(id: string, file: string): Promise<boolean> {
+    return committed(
+      this.entriesDb.transaction(() => {
+        const record = this.entriesDb.get(id);
+        if (!record || (record as EntryRecord).file !== file) return false;
+        this.entriesDb.removeSync(id);
+        return true;
+      }),
+    );
   }
 
   counters(): Counters {

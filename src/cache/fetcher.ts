@@ -4,10 +4,11 @@
  * woken) only once its bytes are on disk. Readers of a block already in flight wait on that fetch.
  */
 import createDebug from 'debug';
-import { StoreError, errorMessage } from '../errors';
+import { StoreError, errorMessage, isDiskFull } from '../errors';
 import type { ObjectStore } from '../store/object-store';
 import { BufferPool } from '../util/buffer-pool';
 import { Deferred, sleep } from '../util/deferred';
+import type { Reservation } from './space-ledger';
 import type { StagedFiles } from './staged-files';
 import type { StagedObject } from './staged-object';
 
@@ -25,12 +26,10 @@ export class NoCacheSpace extends Error {
 }
 
 export interface FetcherHooks {
-  /** Reserves cache space for `bytes`; false when no room can be made. */
-  reserve(bytes: number): Promise<boolean>;
-  /** Reserved bytes that became staged. */
-  committed(object: StagedObject, bytes: number): void;
-  /** Reserved bytes given back unused. */
-  released(bytes: number): void;
+  /** Reserves cache space for `bytes`; undefined when no room can be made. */
+  reserve(bytes: number): Reservation | undefined;
+  /** Blocks of `object` became staged. */
+  staged(object: StagedObject): void;
   fetched(bytes: number): void;
 }
 
@@ -67,25 +66,21 @@ export class Fetcher {
   }
 
   private async run(object: StagedObject, first: number, last: number, waiters: Map<number, Deferred>): Promise<void> {
-    let unwritten = object.spanLength(first, last);
     let next = first;
+    const reservation = this.hooks.reserve(object.spanLength(first, last));
     try {
-      if (!(await this.hooks.reserve(unwritten))) {
-        unwritten = 0;
-        throw new NoCacheSpace(`no cache space for ${object.spanLength(first, last)} bytes`);
-      }
+      if (!reservation) throw new NoCacheSpace(`no cache space for ${object.spanLength(first, last)} bytes`);
       const file = await object.openFile(this.files);
       // The SDK retries a request that fails outright; a body that breaks midway resumes here
       // from the first block not yet written.
       for (let attempt = 1; next <= last; attempt++) {
         const body = await this.store.getRange(object.key, object.blockStart(next), object.blockStart(next) + object.spanLength(next, last), object.etag);
         try {
-          next = await this.stream(object, body, next, last, async (block, bytes) => {
+          await this.stream(object, body, next, last, async (block, bytes) => {
             await file.write(bytes, 0, bytes.length, object.blockStart(block));
-            const staged = object.markStaged(block);
-            unwritten -= bytes.length;
-            this.hooks.committed(object, staged);
-            this.hooks.released(bytes.length - staged);
+            reservation.commit(object.markStaged(block));
+            this.hooks.staged(object);
+            next = block + 1;
             waiters.get(block)?.resolve();
           });
         } catch (err) {
@@ -98,18 +93,19 @@ export class Fetcher {
       const failure = isDiskFull(err) ? new NoCacheSpace(`cache disk full: ${errorMessage(err)}`) : err;
       if (!(failure instanceof NoCacheSpace)) debug('%s: fetch of blocks %d..%d failed: %s', object.key, next, last, errorMessage(err));
       for (let block = next; block <= last; block++) waiters.get(block)?.reject(failure);
-      if (unwritten > 0) this.hooks.released(unwritten);
+    } finally {
+      reservation?.release();
     }
   }
 
-  /** Hands each complete block of `body` (blocks from..last) to `write`; returns the block after the last written. */
+  /** Hands each complete block of `body` (blocks from..last) to `write`, in order. */
   private async stream(
     object: StagedObject,
     body: AsyncIterable<Uint8Array>,
     from: number,
     last: number,
     write: (block: number, bytes: Buffer) => Promise<void>,
-  ): Promise<number> {
+  ): Promise<void> {
     let block = from;
     const buffer = this.buffers.take(object.blockSize);
     let length = object.blockLength(block);
@@ -136,7 +132,6 @@ export class Fetcher {
       this.buffers.give(buffer);
     }
     if (block <= last) throw new StoreError('Server', `${object.key}: the response ended early at block ${block}`);
-    return block;
   }
 }
 
@@ -147,7 +142,4 @@ function isBrokenStream(err: unknown): boolean {
   return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error).name === 'AbortError';
 }
 
-function isDiskFull(err: unknown): boolean {
-  const code = (err as NodeJS.ErrnoException).code;
-  return code === 'ENOSPC' || code === 'EDQUOT';
-}
+

@@ -1,14 +1,22 @@
 /**
- * The sparse files holding staged bytes. Names come from a hash of (bucket, key, ETag), never from
- * the key, so no key can reach outside the cache directory and two versions never share a file.
+ * The sparse files holding staged bytes. An entry's id is a hash of (bucket, key, ETag), never
+ * the key, so no key can reach outside the cache directory. Its file is named by the id plus a
+ * suffix unique to the entry instance: a file belongs to exactly one entry for its whole life,
+ * so removing one entry (an eviction finishing late, a replaced version) can never delete or
+ * truncate a file that another entry of the same id now owns.
  */
-import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync } from 'node:fs';
-import { mkdir, open, rename, type FileHandle, unlink } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, renameSync } from 'node:fs';
+import { open, type FileHandle, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export function entryId(bucket: string, key: string, etag: string): string {
   return createHash('sha256').update(`${bucket}\0${key}\0${etag}`).digest('hex').slice(0, 40);
+}
+
+/** A file name no other entry has had, for an entry of `id`. */
+export function newFileName(id: string): string {
+  return `${id}.${randomBytes(6).toString('hex')}`;
 }
 
 export class StagedFiles {
@@ -16,47 +24,54 @@ export class StagedFiles {
 
   constructor(cacheDir: string) {
     this.root = join(cacheDir, 'staged');
-    mkdirSync(this.root, { recursive: true });
+    mkdirSync(this.root, { recursive: true, mode: 0o700 });
   }
 
-  pathOf(id: string): string {
-    return join(this.root, id.slice(0, 2), id);
+  pathOf(name: string): string {
+    return join(this.root, name.slice(0, 2), name);
   }
 
-  /** Opens the staging file for `id`, creating it sparse at `size` bytes when it is new. */
-  async open(id: string, size: number): Promise<FileHandle> {
-    const path = this.pathOf(id);
+  /** Creates the file `name`, sparse at `size` bytes; fails if it exists. */
+  async create(name: string, size: number): Promise<FileHandle> {
+    mkdirSync(join(this.root, name.slice(0, 2)), { recursive: true, mode: 0o700 });
+    const handle = await open(this.pathOf(name), 'wx+', 0o600);
     try {
-      return await open(path, 'r+');
+      await handle.truncate(size);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      await handle.close();
+      throw err;
     }
-    await mkdir(join(this.root, id.slice(0, 2)), { recursive: true });
-    const handle = await open(path, 'w+');
-    await handle.truncate(size);
     return handle;
   }
 
-  /** Gives the staging file of `from` to `to` (the same bytes under another identity). */
-  async move(from: string, to: string): Promise<void> {
-    await mkdir(join(this.root, to.slice(0, 2)), { recursive: true });
-    await rename(this.pathOf(from), this.pathOf(to));
+  /** Opens an existing file; a missing one is an error, never silently recreated empty. */
+  open(name: string): Promise<FileHandle> {
+    return open(this.pathOf(name), 'r+');
   }
 
-  async remove(id: string): Promise<void> {
+  /**
+   * Moves a file from elsewhere on the same file system in under `name`. Synchronous: a rename
+   * is one metadata operation, and a caller handing a file over must not be interleaved with.
+   */
+  moveIn(path: string, name: string): void {
+    mkdirSync(join(this.root, name.slice(0, 2)), { recursive: true, mode: 0o700 });
+    renameSync(path, this.pathOf(name));
+  }
+
+  async remove(name: string): Promise<void> {
     try {
-      await unlink(this.pathOf(id));
+      await unlink(this.pathOf(name));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
   }
 
-  /** The ids of every staging file on disk, for reconciliation with the index. */
-  idsOnDisk(): string[] {
-    const ids: string[] = [];
+  /** The names of every staging file on disk, for reconciliation with the index. */
+  namesOnDisk(): string[] {
+    const names: string[] = [];
     for (const shard of readdirSync(this.root)) {
-      for (const name of readdirSync(join(this.root, shard))) ids.push(name);
+      for (const name of readdirSync(join(this.root, shard))) names.push(name);
     }
-    return ids;
+    return names;
   }
 }

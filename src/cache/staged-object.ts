@@ -1,10 +1,13 @@
-/** The in-memory state of one staged object: what is on disk, what is being fetched, who uses it. */
+/**
+ * The in-memory state of one staged object: what is on disk, what is being fetched, who uses it.
+ * It owns one staging file, named at its creation; nothing else opens or removes that file.
+ */
 import type { FileHandle } from 'node:fs/promises';
 import type { Deferred } from '../util/deferred';
 import { BlockMap } from './block-map';
 import type { EntryRecord, EntryState } from './cache-index';
 import { LazyFile } from './lazy-file';
-import type { StagedFiles } from './staged-files';
+import { entryId, newFileName, type StagedFiles } from './staged-files';
 
 export interface ObjectVersion {
   bucket: string;
@@ -14,10 +17,19 @@ export interface ObjectVersion {
   mtime: number;
 }
 
+/** What a staged object is restored from: its index record, or a file handed over whole. */
+export interface PersistedState {
+  file: string;
+  blocks: Uint8Array;
+  lastAccess: number;
+  pinned: boolean;
+}
+
 export class StagedObject implements ObjectVersion {
+  private entryId: string;
   readonly bucket: string;
-  readonly key: string;
-  readonly etag: string;
+  private objectKey: string;
+  private objectEtag: string;
   readonly size: number;
   readonly mtime: number;
   readonly blockSize: number;
@@ -34,17 +46,16 @@ export class StagedObject implements ObjectVersion {
   /** A newer ETag of the key has been opened: this version goes as soon as nothing uses it. */
   superseded = false;
   removed = false;
+  /** The staging file's name; it exists on disk once `openFile` created it, or from the start when persisted. */
+  readonly fileName: string;
+  private fileExists: boolean;
   private file: LazyFile | undefined;
 
-  constructor(
-    readonly id: string,
-    version: ObjectVersion,
-    blockSize: number,
-    persisted?: Pick<EntryRecord, 'blocks' | 'lastAccess' | 'pinned'>,
-  ) {
+  constructor(version: ObjectVersion, blockSize: number, persisted?: PersistedState) {
+    this.entryId = entryId(version.bucket, version.key, version.etag);
     this.bucket = version.bucket;
-    this.key = version.key;
-    this.etag = version.etag;
+    this.objectKey = version.key;
+    this.objectEtag = version.etag;
     this.size = version.size;
     this.mtime = version.mtime;
     this.blockSize = blockSize;
@@ -53,10 +64,31 @@ export class StagedObject implements ObjectVersion {
     this.stagedBytes = persisted ? this.bytesOfStagedBlocks() : 0;
     this.lastAccess = persisted?.lastAccess ?? Date.now();
     this.pinned = persisted?.pinned ?? false;
+    this.fileName = persisted?.file ?? newFileName(this.entryId);
+    this.fileExists = persisted !== undefined;
   }
 
   static fromRecord(record: EntryRecord): StagedObject {
-    return new StagedObject(record.id, record, record.blockSize, record);
+    return new StagedObject(record, record.blockSize, record);
+  }
+
+  get id(): string {
+    return this.entryId;
+  }
+
+  get key(): string {
+    return this.objectKey;
+  }
+
+  get etag(): string {
+    return this.objectEtag;
+  }
+
+  /** The same bytes now stand under another key or ETag (a rename, a metadata change); the file stays. */
+  retarget(key: string, etag: string): void {
+    this.objectKey = key;
+    this.objectEtag = etag;
+    this.entryId = entryId(this.bucket, key, etag);
   }
 
   blockOf(offset: number): number {
@@ -83,7 +115,7 @@ export class StagedObject implements ObjectVersion {
 
   /**
    * Whether eviction may remove this entry now: nothing uses, pins or fetches it. (Unuploaded
-   * data lives in working copies, which eviction never sees.)
+   * data belongs to the write path, which eviction never sees.)
    */
   get evictable(): boolean {
     return !this.removed && this.openHandles === 0 && this.activeFetches === 0 && this.inflight.size === 0 && !this.pinned;
@@ -99,7 +131,12 @@ export class StagedObject implements ObjectVersion {
   }
 
   openFile(files: StagedFiles): Promise<FileHandle> {
-    this.file ??= new LazyFile(() => files.open(this.id, this.size));
+    this.file ??= new LazyFile(async () => {
+      if (this.fileExists) return files.open(this.fileName);
+      const handle = await files.create(this.fileName, this.size);
+      this.fileExists = true;
+      return handle;
+    });
     return this.file.get();
   }
 
@@ -114,6 +151,7 @@ export class StagedObject implements ObjectVersion {
   toRecord(): EntryRecord {
     return {
       id: this.id,
+      file: this.fileName,
       bucket: this.bucket,
       key: this.key,
       etag: this.etag,
@@ -125,7 +163,6 @@ export class StagedObject implements ObjectVersion {
       lastAccess: this.lastAccess,
       openHandles: this.openHandles,
       pinned: this.pinned,
-      dirty: false,
       state: this.state,
     };
   }

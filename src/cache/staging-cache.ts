@@ -7,7 +7,7 @@
 import { readSync } from 'node:fs';
 import createDebug from 'debug';
 import type { CacheConfig } from '../config';
-import { errorMessage, FsError } from '../errors';
+import { errorMessage } from '../errors';
 import type { ObjectStore } from '../store/object-store';
 import { formatBytes } from '../units';
 import { BypassReader, MemoryBudget } from './bypass-reader';
@@ -17,11 +17,10 @@ import { Evictor } from './evictor';
 import { Fetcher, NoCacheSpace } from './fetcher';
 import { Readahead } from './readahead';
 import { reconcile } from './reconcile';
-import { SpaceLedger } from './space-ledger';
-import { entryId, StagedFiles } from './staged-files';
+import { SpaceLedger, type Reservation } from './space-ledger';
+import { entryId, newFileName, StagedFiles } from './staged-files';
 import { StagedObject, type ObjectVersion } from './staged-object';
-import { WorkingCopies } from './working-copies';
-import type { WorkingCopy } from './working-copy';
+import type { LegacyWriteRecord } from './cache-index';
 
 const debug = createDebug('stagefs:cache');
 const evictLog = createDebug('stagefs:evict');
@@ -71,8 +70,6 @@ export class CacheRefusal extends Error {
 export interface StagingCacheOptions {
   config: CacheConfig;
   store: ObjectStore;
-  /** The bucket of the mount, which working copies belong to. */
-  bucket: string;
   now?: () => number;
 }
 
@@ -80,8 +77,8 @@ export class StagingCache {
   private readonly entries = new Map<string, StagedObject>();
   /** Key -> the entries of its versions, to retire older ones when a newer one is opened. */
   private readonly versionsByKey = new Map<string, Set<StagedObject>>();
-  /** Entries whose files and records are being deleted; reopening one waits for it. */
-  private readonly removing = new Map<string, Promise<void>>();
+  /** Removals of evicted entries' records and files still under way. */
+  private readonly removing = new Set<Promise<void>>();
   private readonly changed = new Set<StagedObject>();
   private readonly counters: Counters;
   private unflushedCounters = zeroCounters();
@@ -89,8 +86,8 @@ export class StagingCache {
   private readonly evictor: Evictor;
   private readonly bypassBudget = new MemoryBudget(BYPASS_MEMORY_BYTES);
   private readonly disk: DiskSpace;
-  /** Files written through the mount; never evicted, uploaded by the write-back. */
-  readonly working: WorkingCopies;
+  /** Written files an older index kept among the entries, until the write path takes them. */
+  private legacy: Array<{ record: LegacyWriteRecord; path: string }> = [];
   private readaheadFetches = 0;
   private timers: NodeJS.Timeout[] = [];
   private flushing: Promise<void> | undefined;
@@ -102,28 +99,13 @@ export class StagingCache {
     private readonly files: StagedFiles,
     private readonly ledger: SpaceLedger,
     private readonly now: () => number,
-    options: { bucket: string },
   ) {
     this.counters = index.counters();
     this.disk = new DiskSpace(config.dir);
     this.fetcher = new Fetcher(store, files, {
-      reserve: async (bytes) => this.reserve(bytes),
-      committed: (object, bytes) => {
-        this.ledger.commit(bytes);
-        this.changed.add(object);
-      },
-      released: (bytes) => this.ledger.release(bytes),
-      fetched: (bytes) => this.count('bytesFetched', bytes),
-    });
-    this.working = new WorkingCopies({
-      bucket: options.bucket,
-      blockSize: config.blockSize,
-      index,
-      files,
-      ledger,
       reserve: (bytes) => this.reserve(bytes),
-      adopt: (object) => this.adopt(object),
-      now,
+      staged: (object) => this.changed.add(object),
+      fetched: (bytes) => this.count('bytesFetched', bytes),
     });
     this.evictor = new Evictor({
       config,
@@ -145,10 +127,9 @@ export class StagingCache {
       files,
       new SpaceLedger(options.config.capacityBytes),
       options.now ?? Date.now,
-      { bucket: options.bucket },
     );
     for (const object of report.objects) cache.adopt(object);
-    cache.working.load(report.working);
+    cache.legacy = report.legacyWrites;
     debug(
       'cache %s: %d entries, %s staged; %d orphan files deleted, %d records without file dropped',
       options.config.dir,
@@ -168,13 +149,11 @@ export class StagingCache {
   async open(version: ObjectVersion): Promise<CacheHandle> {
     const readahead = new Readahead({ initialBytes: 2 * this.config.blockSize, maxBytes: MAX_READAHEAD_BYTES });
     if (version.size === 0) return { object: undefined, readahead };
-    const object = await this.entryFor(version);
+    const object = this.entryFor(version);
     object.openHandles++;
     object.lastAccess = this.now();
     this.changed.add(object);
-    for (const other of this.versionsByKey.get(version.key) ?? []) {
-      if (other !== object) this.retire(other);
-    }
+    this.retireOthers(version);
     return { object, readahead };
   }
 
@@ -276,32 +255,76 @@ export class StagingCache {
 
   /**
    * The same bytes now stand under another key or ETag (a rename, a metadata change): the staged
-   * blocks of `from` are kept for `to` instead of being fetched again. Skipped while in use.
+   * blocks of `from` are kept for `to` instead of being fetched again. The entry keeps its file
+   * and its open handles; only its identity changes. A staged entry of `to` already there stays
+   * (both hold the same bytes) and `from` goes as soon as nothing uses it.
    */
   async rekey(from: ObjectVersion, to: ObjectVersion): Promise<void> {
     const object = this.entries.get(entryId(from.bucket, from.key, from.etag));
+    if (!object || object.size !== to.size) return;
     const id = entryId(to.bucket, to.key, to.etag);
-    if (!object || !object.evictable || object.size !== to.size || object.id === id || this.entries.has(id)) return;
-    this.detach(object);
-    await object.closeFile();
-    await this.index.remove(object.id);
-    await this.files.move(object.id, id);
-    this.adopt(new StagedObject(id, to, object.blockSize, { blocks: object.blocks.toBytes(), lastAccess: object.lastAccess, pinned: object.pinned }));
+    if (object.id === id) return;
+    if (this.entries.has(id)) return this.retire(object);
+    const previous = { id: object.id, key: object.key };
+    this.unlist(object);
+    object.retarget(to.key, to.etag);
+    this.adopt(object, false);
+    await this.index.removeEntry(previous.id, object.fileName);
+    debug('%s is now staged as %s (%s)', previous.key, to.key, to.etag);
   }
 
-  /** A working copy of a version's whole content, to be changed and uploaded as `key`. */
-  async workingCopyOf(version: ObjectVersion, key: string, metadata: Record<string, string>): Promise<WorkingCopy> {
-    if (version.size === 0) return this.working.create(key, metadata);
-    const handle = await this.open(version);
-    try {
-      await this.prefetch(version, () => undefined);
-      return await this.working.create(key, metadata, { path: this.files.pathOf(handle.object!.id), size: version.size });
-    } catch (err) {
-      if (err instanceof CacheRefusal) throw new FsError('ENOSPC', err.message);
-      throw err;
-    } finally {
-      this.release(handle);
+  /**
+   * Takes a file that holds version `version` (uploaded through the mount) into the cache as its
+   * staged entry, with the blocks `isStaged` names. Synchronous: the file changes hands in one
+   * step. Refused (false) when an entry of that version is in use: it keeps its own file, and
+   * the caller keeps (and drops) the offered one.
+   */
+  adoptFile(version: ObjectVersion, path: string, isStaged: (start: number, end: number) => boolean): boolean {
+    const id = entryId(version.bucket, version.key, version.etag);
+    const object = new StagedObject(version, this.config.blockSize, { file: newFileName(id), blocks: new Uint8Array(0), lastAccess: this.now(), pinned: false });
+    for (let block = 0; block < object.blocks.blockCount; block++) {
+      if (isStaged(object.blockStart(block), object.blockStart(block) + object.blockLength(block))) object.markStaged(block);
     }
+    const existing = this.entries.get(id);
+    // An entry in use keeps its file; so does one holding at least as much of the object.
+    if (existing && (!existing.evictable || existing.stagedBytes >= object.stagedBytes)) return false;
+    try {
+      this.files.moveIn(path, object.fileName);
+    } catch (err) {
+      debug('not keeping %s staged: %s', version.key, errorMessage(err));
+      return false;
+    }
+    if (existing) this.evict(existing, 'replaced');
+    this.adopt(object);
+    this.retireOthers(version);
+    return true;
+  }
+
+  /** Reserves cache space for bytes about to be written, evicting what nothing uses if needed. */
+  reserveSpace(bytes: number): Reservation | undefined {
+    return this.reserve(bytes);
+  }
+
+  /** Bytes written outside staged entries (files being written) left the disk. */
+  unstage(bytes: number): void {
+    this.ledger.adjustStaged(-bytes);
+  }
+
+  /** Counts bytes found on disk outside staged entries at start (files being written). */
+  countStaged(bytes: number): void {
+    this.ledger.adjustStaged(bytes);
+  }
+
+  /** Written files an older version of stagefs kept in the index, for the write path to take over. */
+  takeLegacyWrites(): Array<{ record: LegacyWriteRecord; path: string }> {
+    const taken = this.legacy;
+    this.legacy = [];
+    return taken;
+  }
+
+  /** The write path has taken a legacy written file: its old record goes. */
+  async forgetLegacyWrite(id: string): Promise<void> {
+    await this.index.remove(id);
   }
 
   /**
@@ -310,7 +333,7 @@ export class StagingCache {
    */
   async setPinned(version: ObjectVersion, pinned: boolean): Promise<void> {
     if (version.size === 0) return;
-    const object = await this.entryFor(version);
+    const object = this.entryFor(version);
     object.pinned = pinned;
     this.changed.add(object);
     if (!pinned) return;
@@ -351,9 +374,8 @@ export class StagingCache {
       object.openHandles = 0;
       this.changed.add(object);
     }
-    await Promise.all(this.removing.values());
+    await Promise.all(this.removing);
     await this.flush();
-    await this.working.closeAll();
     await Promise.all([...this.entries.values()].map((object) => object.closeFile()));
     await this.index.close();
   }
@@ -364,12 +386,11 @@ export class StagingCache {
     this.timers.push(timer);
   }
 
-  private async entryFor(version: ObjectVersion): Promise<StagedObject> {
+  private entryFor(version: ObjectVersion): StagedObject {
     const id = entryId(version.bucket, version.key, version.etag);
-    await this.removing.get(id);
     let object = this.entries.get(id);
     if (!object) {
-      object = new StagedObject(id, version, this.config.blockSize);
+      object = new StagedObject(version, this.config.blockSize);
       object.lastAccess = this.now();
       this.adopt(object);
     }
@@ -380,14 +401,14 @@ export class StagingCache {
    * Reserves cache space, evicting what nothing uses when it does not fit; never waits on I/O.
    * The disk must have room too: reserved bytes are not on disk yet, so they count against it.
    */
-  private reserve(bytes: number): boolean {
+  private reserve(bytes: number): Reservation | undefined {
     if (!this.disk.fits(bytes, this.ledger.reserved)) {
       evictLog('cache disk has no room for %s more', formatBytes(bytes));
-      return false;
+      return undefined;
     }
-    if (!this.ledger.tryReserve(bytes) && !(this.evictor.makeRoom(bytes) && this.ledger.tryReserve(bytes))) return false;
-    this.evictor.enforceWatermarks();
-    return true;
+    const reservation = this.ledger.reserve(bytes) ?? (this.evictor.makeRoom(bytes) ? this.ledger.reserve(bytes) : undefined);
+    if (reservation) this.evictor.enforceWatermarks();
+    return reservation;
   }
 
   private hasUnrequested(object: StagedObject, first: number, last: number): boolean {
@@ -453,16 +474,32 @@ export class StagingCache {
     return done;
   }
 
-  private adopt(object: StagedObject): void {
+  /** Lists an entry under its id and key; `counted` false when its bytes are in the ledger already. */
+  private adopt(object: StagedObject, counted = true): void {
+    if (this.entries.has(object.id)) throw new Error(`two entries for ${object.key} (${object.etag})`);
     this.entries.set(object.id, object);
-    this.ledger.adjustStaged(object.stagedBytes);
+    if (counted) this.ledger.adjustStaged(object.stagedBytes);
     let versions = this.versionsByKey.get(object.key);
     if (!versions) this.versionsByKey.set(object.key, (versions = new Set()));
     versions.add(object);
     this.changed.add(object);
   }
 
-  /** An older version of a key goes as soon as nothing uses it. */
+  /** Takes an entry off the lists of ids and keys. */
+  private unlist(object: StagedObject): void {
+    this.entries.delete(object.id);
+    const versions = this.versionsByKey.get(object.key);
+    versions?.delete(object);
+    if (versions?.size === 0) this.versionsByKey.delete(object.key);
+  }
+
+  /** Every other version of the key goes as soon as nothing uses it. */
+  private retireOthers(current: ObjectVersion): void {
+    for (const other of [...(this.versionsByKey.get(current.key) ?? [])]) {
+      if (other.etag !== current.etag) this.retire(other);
+    }
+  }
+
   private retire(object: StagedObject): void {
     object.superseded = true;
     if (object.evictable) this.evict(object, 'superseded');
@@ -479,28 +516,21 @@ export class StagingCache {
    * without a file, and reconciliation at the next start removes either.
    */
   private evict(object: StagedObject, reason: string): void {
-    this.detach(object);
-    if (reason !== 'superseded') this.count('evictions', 1);
+    object.removed = true;
+    this.unlist(object);
+    this.changed.delete(object);
+    this.ledger.adjustStaged(-object.stagedBytes);
+    if (reason !== 'superseded' && reason !== 'replaced') this.count('evictions', 1);
     evictLog('evicting %s (%s, %s staged): %s', object.key, object.etag, formatBytes(object.stagedBytes), reason);
+    const id = object.id;
     const removal = (async () => {
       await object.closeFile();
-      await this.index.removeIf(object.id, () => true);
-      await this.files.remove(object.id);
+      await this.index.removeEntry(id, object.fileName);
+      await this.files.remove(object.fileName);
     })()
       .catch((err: unknown) => warn('evicting %s: %s', object.key, errorMessage(err)))
-      .finally(() => this.removing.delete(object.id));
-    this.removing.set(object.id, removal);
-  }
-
-  /** Takes an entry out of memory and the ledger; its file and record are the caller's. */
-  private detach(object: StagedObject): void {
-    object.removed = true;
-    this.entries.delete(object.id);
-    this.changed.delete(object);
-    const versions = this.versionsByKey.get(object.key);
-    versions?.delete(object);
-    if (versions?.size === 0) this.versionsByKey.delete(object.key);
-    this.ledger.adjustStaged(-object.stagedBytes);
+      .finally(() => this.removing.delete(removal));
+    this.removing.add(removal);
   }
 
   private describeSpace(): string {
@@ -530,7 +560,6 @@ export class StagingCache {
     this.unflushedCounters = zeroCounters();
     try {
       await Promise.all(changed.map((object) => this.persist(object)));
-      await this.working.persistAll();
       await this.index.addCounters(counters);
       await this.index.putSpace({
         capacityBytes: this.ledger.capacity,
@@ -558,8 +587,8 @@ export class StagingCache {
         throw err;
       }
     }
-    // Checked again after the sync: an entry evicted meanwhile must not come back.
-    if (object.removed) return;
+    // Checked again after the sync: an entry evicted (or renamed) meanwhile must not come back.
+    if (object.removed || object.id !== record.id) return;
     await this.index.put(record);
     if (object.openHandles === 0 && object.activeFetches === 0 && object.fileIsOpen) await object.closeFile();
   }

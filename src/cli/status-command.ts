@@ -2,6 +2,8 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CacheIndex, type EntryRecord } from '../cache/cache-index';
+import { writeDirOf } from '../config';
+import { readPendingWrites, type PendingWrite } from '../write/pending-records';
 import { defaultCacheDir } from '../config';
 import { liveMounts } from '../daemon/runtime-registry';
 import { CommandError } from '../errors';
@@ -18,8 +20,8 @@ export interface StatusReport {
   stagedBytes: number;
   reservedBytes: number;
   entryCount: number;
-  /** Files written through the mount and not uploaded yet. */
-  pendingUploads: { count: number; bytes: number };
+  /** Files written through the mount and not uploaded yet, with the last upload error of each. */
+  pendingUploads: { count: number; bytes: number; files: PendingWrite[] };
   counters: { hits: number; misses: number; bytesFetched: number; evictions: number; bypassedReads: number };
   entries: Array<{
     key: string;
@@ -28,10 +30,7 @@ export interface StatusReport {
     openHandles: number;
     lastAccess: string;
     pinned: boolean;
-    dirty: boolean;
     state: string;
-    /** Why the last upload failed, for a pending upload. */
-    error?: string;
   }>;
 }
 
@@ -52,6 +51,7 @@ export function readStatus(cacheDir: string): StatusReport {
     const records: EntryRecord[] = index.entries();
     const space = index.space();
     const mount = liveMounts().find((m) => m.cacheDir === cacheDir);
+    const pending = readPendingWrites(writeDirOf(cacheDir)).filter((w) => w.dirty);
     return {
       cacheDir,
       mount: mount ? { mountpoint: mount.mountpoint, source: mount.source, pid: mount.pid, engine: mount.engine } : null,
@@ -59,10 +59,7 @@ export function readStatus(cacheDir: string): StatusReport {
       stagedBytes: space?.stagedBytes ?? records.reduce((sum, r) => sum + r.stagedBytes, 0),
       reservedBytes: mount ? (space?.reservedBytes ?? 0) : 0,
       entryCount: records.length,
-      pendingUploads: {
-        count: records.filter((r) => r.dirty).length,
-        bytes: records.filter((r) => r.dirty).reduce((sum, r) => sum + r.size, 0),
-      },
+      pendingUploads: { count: pending.length, bytes: pending.reduce((sum, w) => sum + w.size, 0), files: pending },
       counters: index.counters(),
       entries: records
         .sort((a, b) => b.stagedBytes - a.stagedBytes || b.size - a.size)
@@ -73,9 +70,7 @@ export function readStatus(cacheDir: string): StatusReport {
           openHandles: mount ? r.openHandles : 0,
           lastAccess: new Date(r.lastAccess).toISOString(),
           pinned: r.pinned,
-          dirty: r.dirty,
           state: r.state,
-          error: r.lastError,
         })),
     };
   } finally {
@@ -113,10 +108,9 @@ function printStatus(report: StatusReport): void {
     }
     if (report.entries.length > LARGEST_SHOWN) lines.push(`... and ${report.entries.length - LARGEST_SHOWN} more`);
   }
-  const pending = report.entries.filter((e) => e.dirty);
-  if (pending.length) {
+  if (report.pendingUploads.files.length) {
     lines.push('', 'pending uploads:');
-    for (const e of pending) lines.push(`${formatBytes(e.size).padStart(10)}  ${e.state.padEnd(9)}  ${e.key}${e.error ? `  (last error: ${e.error})` : ''}`);
+    for (const w of report.pendingUploads.files) lines.push(`${formatBytes(w.size).padStart(10)}  ${w.key}${w.error ? `  (last error: ${w.error})` : ''}`);
   }
   console.log(lines.join('\n'));
 }

@@ -7,12 +7,12 @@ import { statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import createDebug from 'debug';
 import { StagingCache } from '../cache/staging-cache';
-import type { MountConfig } from '../config';
+import { writeDirOf, type MountConfig } from '../config';
 import { CommandError, StoreError, errorMessage } from '../errors';
 import { Filesystem } from '../fs/filesystem';
 import type { Engine, EngineOptions } from '../fuse/engine';
 import { FuseNativeEngine } from '../fuse/fuse-native-engine';
-import { loadNativeAddon } from '../fuse/native-addon';
+import { loadNativeAddon } from '../native/addon';
 import { NativeEngine } from '../fuse/native-engine';
 import { Namespace } from '../namespace/namespace';
 import { S3Store } from '../store/s3-store';
@@ -59,6 +59,14 @@ async function checkMountpoint(mountpoint: string): Promise<void> {
   }
 }
 
+/** The addon's hole punching, which lets a file being written drop parts already uploaded. */
+function punchHole(): ((fd: number, offset: number, length: number) => void) | undefined {
+  const native = loadNativeAddon();
+  if ('addon' in native) return (fd, offset, length) => native.addon.punchHole(fd, offset, length);
+  warn('without the native addon (%s), files being written keep every part local until uploaded', native.error);
+  return undefined;
+}
+
 /** The engine asked for, else native where its addon loads, else fuse-native. */
 function createEngine(config: MountConfig, fs: Filesystem): Engine {
   const options: EngineOptions = {
@@ -93,7 +101,7 @@ export async function startMount(config: MountConfig): Promise<RunningMount> {
       if (err instanceof StoreError) throw new CommandError(`cannot mount ${sourceUrl(config)}: ${err.message.replace(/^list [^:]*: /, '')}`);
       throw err;
     }
-    const cache = await StagingCache.open({ config: config.cache, store, bucket: config.store.bucket });
+    const cache = await StagingCache.open({ config: config.cache, store });
     cleanups.push(() => cache.close());
     const namespace = new Namespace({ store, prefix: config.store.prefix, ttlMs: config.metadataTtlMs });
     const fs = new Filesystem({
@@ -105,6 +113,8 @@ export async function startMount(config: MountConfig): Promise<RunningMount> {
       uid: config.uid,
       gid: config.gid,
       readOnly: config.readOnly,
+      writeDir: writeDirOf(config.cache.dir),
+      punchHole: punchHole(),
     });
     // What a previous run left unuploaded goes up before anything is served.
     await fs.recover();

@@ -1,6 +1,6 @@
 /** The attributes stat shows for nodes of the namespace and for files being written. */
 import { constants } from 'node:fs';
-import type { WorkingCopy } from '../cache/working-copy';
+import type { LocalFile } from '../write/local-file';
 import type { Node } from '../namespace/namespace';
 import { parseMetadata } from './object-metadata';
 
@@ -64,6 +64,6 @@ export function nodeAttr(node: Node, owner: Owner): Attr {
   return attr(node.ino, 'file', node.size, versionedMtime(node.mtime, node.etag), node.metadata, owner);
 }
 
-export function workingAttr(ino: number, copy: WorkingCopy, owner: Owner): Attr {
-  return attr(ino, 'file', copy.size, new Date(copy.mtime), { ...copy.metadata, mtime: String(copy.mtime / 1000) }, owner);
+export function localAttr(ino: number, file: LocalFile, owner: Owner): Attr {
+  return attr(ino, 'file', file.size, new Date(file.mtime), { ...file.metadata, mtime: String(file.mtime / 1000) }, owner);
 }

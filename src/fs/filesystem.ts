@@ -1,25 +1,25 @@
 /**
  * The filesystem operations behind every FUSE engine, as plain async functions that return data
- * or throw a typed FsError. Paths are absolute inside the mount.
+ * or throw a typed FsError; every answer (EPERM for a device node, ETXTBSY for a writer of a file
+ * the kernel reads directly, ...) is decided here, so both engines give the same one. Paths are
+ * absolute inside the mount.
  *
- * Reads of objects go through the staging cache. A file written through the mount becomes a
- * working copy (a local file) on its first change: created empty, emptied by O_TRUNC, or copied
- * whole from the object before the first write into it. Every handle of that path then reads and
- * writes the copy; it is uploaded on close and on fsync, and once clean and closed it becomes an
- * ordinary staged version of the new object.
+ * An open file reads one version of an object through the staging cache until the file is
+ * written: from its first change the write path (src/write) owns its data, and every handle of
+ * the path reads and writes it there.
  */
 import { constants } from 'node:fs';
 import createDebug from 'debug';
 import type { CacheHandle, DirectAccess, StagingCache } from '../cache/staging-cache';
 import type { ObjectVersion } from '../cache/staged-object';
-import type { WorkingCopy } from '../cache/working-copy';
 import { errorMessage, FsError } from '../errors';
 import type { FileNode, Namespace, Node } from '../namespace/namespace';
 import { baseName, dirPrefixOf, keyOf, parentOf } from '../namespace/paths';
 import type { ObjectInfo, ObjectStore } from '../store/object-store';
 import { SingleFlight } from '../util/single-flight';
-import { Writeback } from '../writeback/writeback';
-import { nodeAttr, workingAttr, type Attr } from './attrs';
+import type { LocalFile } from '../write/local-file';
+import { WritePath } from '../write/write-path';
+import { localAttr, nodeAttr, type Attr } from './attrs';
 import { HandleTable } from './handle-table';
 import { formatMetadata, parseMetadata, type PosixAttrs } from './object-metadata';
 
@@ -56,24 +56,20 @@ export interface FilesystemOptions {
   uid: number;
   gid: number;
   readOnly: boolean;
+  /** Where files being written keep their data and records until uploaded. */
+  writeDir: string;
+  punchHole: ((fd: number, offset: number, length: number) => void) | undefined;
 }
 
-/** A file being written through the mount, under its current path. */
-interface LocalFile {
-  path: string;
-  copy: WorkingCopy;
-  /** The inode the kernel knows the file by while it is being written. */
-  ino: number;
-  unlinked: boolean;
-}
+/** What an open handle reads: one version of an object, or a file being written. */
+type Reading = { kind: 'object'; node: FileNode; handle: CacheHandle } | { kind: 'local'; file: LocalFile };
 
 interface OpenFile {
   path: string;
   writable: boolean;
-  /** Until this path has a working copy: the object version it was opened on. */
-  node: FileNode | undefined;
-  clean: CacheHandle | undefined;
-  local: LocalFile | undefined;
+  reading: Reading;
+  /** An engine serves the handle's reads itself: 'fast' until told otherwise, 'kernel' for good (passthrough). */
+  direct: 'none' | 'fast' | 'kernel';
 }
 
 /** Linux's O_ACCMODE, which node's constants lack. */
@@ -94,9 +90,10 @@ export class Filesystem {
   private readonly owner: { uid: number; gid: number };
   private readonly readOnly: boolean;
   private readonly handles = new HandleTable<OpenFile>();
-  private readonly locals = new Map<string, LocalFile>();
-  private readonly copyUps = new SingleFlight<string, LocalFile>();
-  readonly writeback: Writeback;
+  private readonly localizing = new SingleFlight<string, LocalFile>();
+  private readonly writes: WritePath;
+  /** Told when a handle's reads must come back through here (its file is being written). */
+  private revokeDirect: (fh: number) => void = () => undefined;
 
   constructor(options: FilesystemOptions) {
     this.namespace = options.namespace;
@@ -106,44 +103,44 @@ export class Filesystem {
     this.prefix = options.prefix;
     this.owner = { uid: options.uid, gid: options.gid };
     this.readOnly = options.readOnly;
-    this.writeback = new Writeback(options.store, options.cache.working, { uploaded: (copy, info) => this.uploaded(copy, info) });
+    this.writes = new WritePath({
+      store: options.store,
+      cache: options.cache,
+      dir: options.writeDir,
+      bucket: options.bucket,
+      prefix: options.prefix,
+      punchHole: options.punchHole,
+      uploaded: (file, info) => this.uploaded(file, info),
+    });
   }
 
-  /**
-   * Uploads what a previous run left dirty, before anything is served; what still fails stays a
-   * local file of the mount, retried in the background.
-   */
-  async recover(): Promise<void> {
-    const { uploaded, failed } = await this.writeback.uploadAll();
-    if (uploaded || failed) debug('recovered writes: %d uploaded, %d still pending', uploaded, failed);
-    for (const copy of this.cache.working.list()) {
-      if (!copy.key.startsWith(this.prefix)) continue; // written under another mount's prefix; uploaded all the same
-      const path = '/' + copy.key.slice(this.prefix.length);
-      if (copy.dirty) this.addLocal(path, copy);
-      else await this.settle(path, copy);
-    }
-    this.writeback.start();
+  /** Uploads what a previous run left unuploaded, before anything is served. */
+  recover(): Promise<void> {
+    return this.writes.recover();
   }
 
-  /** Stops background uploads and tries once more to upload everything dirty. */
-  async drain(): Promise<void> {
-    this.writeback.stop();
-    const { failed } = await this.writeback.uploadAll();
-    if (failed) warn('%d files are not uploaded yet; the next mount of this cache dir uploads them', failed);
+  /** Uploads what is still pending, before the mount goes. */
+  drain(): Promise<void> {
+    return this.writes.drain();
+  }
+
+  /** An engine that serves reads itself registers how to stop doing so for a handle. */
+  onDirectAccessRevoked(revoke: (fh: number) => void): void {
+    this.revokeDirect = revoke;
   }
 
   async getattr(path: string): Promise<Attr> {
-    const local = this.locals.get(path);
-    if (local) return workingAttr(local.ino, local.copy, this.owner);
+    const local = this.writes.fileAt(path);
+    if (local) return this.localAttr(local);
     return nodeAttr(await this.namespace.lookup(path), this.owner);
   }
 
   async readdir(path: string): Promise<DirEntry[]> {
     const entries = new Map<string, Attr>();
     for (const node of await this.namespace.readdir(path)) entries.set(baseName(node.path), nodeAttr(node, this.owner));
-    // Files written here and not uploaded yet are not in the store's listing.
-    for (const local of this.locals.values()) {
-      if (parentOf(local.path) === path) entries.set(baseName(local.path), workingAttr(local.ino, local.copy, this.owner));
+    // Files being written here are not in the store's listing yet, or not as they are now.
+    for (const local of this.writes.files()) {
+      if (parentOf(local.path) === path) entries.set(baseName(local.path), this.localAttr(local));
     }
     return [...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, attr]) => ({ name, attr }));
   }
@@ -151,18 +148,24 @@ export class Filesystem {
   async open(path: string, flags: number): Promise<number> {
     const writable = (flags & O_ACCMODE) !== constants.O_RDONLY;
     if (writable || flags & constants.O_TRUNC) this.checkWritable(path);
-    const file: OpenFile = { path, writable, node: undefined, clean: undefined, local: this.locals.get(path) };
+    if (writable && [...this.handles.values()].some((f) => f.path === path && f.direct === 'kernel')) {
+      throw new FsError('ETXTBSY', `${path} is open for reading by the kernel directly (passthrough)`);
+    }
+    let local = this.writes.fileAt(path);
     if (flags & constants.O_TRUNC && writable) {
-      file.local = await this.localFor(path, 'empty');
-      if (file.local.copy.size > 0) await this.cache.working.truncate(file.local.copy, 0);
+      local ??= await this.localFor(path, 'empty');
+      if (local.size > 0) await this.writes.truncate(local, 0);
     }
-    if (!file.local) {
-      file.node = await this.namespace.lookupFile(path);
-      file.clean = await this.cache.open(this.versionOf(file.node));
+    let reading: Reading;
+    if (local) {
+      this.writes.attach(local);
+      reading = { kind: 'local', file: local };
+    } else {
+      const node = await this.namespace.lookupFile(path);
+      reading = { kind: 'object', node, handle: await this.cache.open(this.versionOf(node)) };
     }
-    if (file.local) file.local.copy.users++;
-    const fh = this.handles.add(file);
-    debug('open %s as %d (%s)', path, fh, file.local ? 'working copy' : file.node!.etag);
+    const fh = this.handles.add({ path, writable, reading, direct: 'none' });
+    debug('open %s as %d (%s)', path, fh, reading.kind === 'local' ? 'being written' : reading.node.etag);
     return fh;
   }
 
@@ -170,34 +173,50 @@ export class Filesystem {
   async create(path: string, mode: number, flags: number): Promise<{ fh: number; attr: Attr }> {
     this.checkWritable(path);
     await this.requireDirectory(parentOf(path));
-    const existing = this.locals.get(path) ?? (await this.lookupOrUndefined(path));
+    const existing = this.writes.fileAt(path) ?? (await this.lookupOrUndefined(path));
     if (existing && flags & constants.O_EXCL) throw new FsError('EEXIST', `exists: ${path}`);
     if (existing && 'kind' in existing && existing.kind === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
-    if (!existing) {
-      const copy = await this.cache.working.create(keyOf(this.prefix, path), formatMetadata({ mode }, 'file'));
-      this.addLocal(path, copy);
-    }
+    if (!existing) await this.writes.create(path, formatMetadata({ mode }, 'file'));
     const fh = await this.open(path, flags & ~(constants.O_CREAT | constants.O_EXCL));
     return { fh, attr: await this.getattr(path) };
   }
 
+  /** A regular file made without opening it; other node types are not kept here. */
+  async mknod(path: string, mode: number): Promise<Attr> {
+    if ((mode & constants.S_IFMT) !== constants.S_IFREG && (mode & constants.S_IFMT) !== 0) {
+      throw new FsError('EPERM', `only regular files can be made here: ${path}`);
+    }
+    const { fh, attr } = await this.create(path, mode & 0o7777, constants.O_WRONLY | constants.O_EXCL);
+    await this.flush(fh);
+    await this.release(fh);
+    return attr;
+  }
+
+  symlink(path: string): Promise<Attr> {
+    return Promise.reject(new FsError('EPERM', `symbolic links are not kept here: ${path}`));
+  }
+
+  link(path: string): Promise<Attr> {
+    return Promise.reject(new FsError('EPERM', `hard links are not kept here: ${path}`));
+  }
+
   async read(fh: number, buffer: Buffer, length: number, position: number): Promise<number> {
-    const file = this.handles.get(fh);
-    if (file.local) return this.cache.working.read(file.local.copy, buffer, length, position);
-    return this.cache.read(file.clean!, buffer, length, position);
+    const { reading } = this.handles.get(fh);
+    if (reading.kind === 'local') return this.writes.read(reading.file, buffer, length, position);
+    return this.cache.read(reading.handle, buffer, length, position);
   }
 
   async write(fh: number, data: Buffer, position: number): Promise<number> {
     const file = this.handles.get(fh);
     if (!file.writable) throw new FsError('EBADF', `not open for writing: ${file.path}`);
-    const local = await this.attachLocal(file);
-    return this.cache.working.write(local.copy, data, position);
+    const local = file.reading.kind === 'local' ? file.reading.file : await this.localFor(file.path, 'copy');
+    return this.writes.write(local, data, position);
   }
 
-  /** close(2) of a writer's handle: uploads what was written, so the writer learns of a failure (EIO). */
+  /** close(2) of a writer's handle: uploads what was written, so the writer learns of a failure. */
   async flush(fh: number): Promise<void> {
     const file = this.handles.get(fh);
-    if (file.writable && file.local && !file.local.unlinked) await this.writeback.flush(file.local.copy);
+    if (file.writable && file.reading.kind === 'local') await this.writes.flush(file.reading.file);
   }
 
   async fsync(fh: number): Promise<void> {
@@ -205,31 +224,28 @@ export class Filesystem {
   }
 
   async release(fh: number): Promise<void> {
-    const file = this.handles.remove(fh);
-    if (file.clean) this.cache.release(file.clean);
-    if (file.local) {
-      file.local.copy.users--;
-      await this.afterLastUse(file.local);
-    }
+    const { reading } = this.handles.remove(fh);
+    if (reading.kind === 'local') this.writes.detach(reading.file);
+    else this.cache.release(reading.handle);
   }
 
-  /** Direct access to an open file's staged bytes, for an engine that reads them itself. */
-  directAccess(fh: number): Promise<DirectAccess | undefined> {
+  /**
+   * Direct access to an open file's staged bytes, for an engine that reads them itself; none
+   * while the file is (or may be) written, since its readers must see the writes.
+   */
+  async directAccess(fh: number, kind: 'fast' | 'kernel'): Promise<DirectAccess | undefined> {
     const file = this.handles.get(fh);
-    // A file being written changes under its readers: they read through here.
-    if (file.writable || file.local || this.locals.has(file.path)) return Promise.resolve(undefined);
-    return this.cache.directAccess(file.clean!);
-  }
-
-  /** Whether the handle may change the file (engines keep such handles off their fast paths). */
-  isWritable(fh: number): boolean {
-    return this.handles.get(fh).writable;
+    if (file.writable || file.reading.kind === 'local') return undefined;
+    if ([...this.handles.values()].some((other) => other.path === file.path && other.writable)) return undefined;
+    const access = await this.cache.directAccess(file.reading.handle);
+    if (access && (kind === 'fast' || access.complete)) file.direct = kind;
+    return file.direct === 'none' ? undefined : access;
   }
 
   /** A read an engine served itself from staged bytes. */
   noteRead(fh: number, position: number, length: number): void {
-    const file = this.handles.get(fh);
-    if (file.clean) this.cache.noteHit(file.clean, position, position + length);
+    const { reading } = this.handles.get(fh);
+    if (reading.kind === 'object') this.cache.noteHit(reading.handle, position, position + length);
   }
 
   /** The path of an inode number the kernel holds, for engines that speak in inodes. */
@@ -243,9 +259,11 @@ export class Filesystem {
   async setattr(path: string, changes: AttrChanges, fh?: number): Promise<Attr> {
     this.checkWritable(path);
     if (changes.size !== undefined) {
-      const local = fh !== undefined ? await this.attachLocal(this.handles.get(fh)) : await this.localFor(path, changes.size === 0 ? 'empty' : 'copy');
-      await this.cache.working.truncate(local.copy, changes.size);
-      await this.afterLastUse(local);
+      const handle = fh === undefined ? undefined : this.handles.get(fh);
+      const local =
+        handle?.reading.kind === 'local' ? handle.reading.file : await this.localFor(handle?.path ?? path, changes.size === 0 ? 'empty' : 'copy');
+      await this.writes.truncate(local, changes.size);
+      this.writes.idle(local);
     }
     const { mode, uid, gid, mtime } = changes;
     if (mode !== undefined || uid !== undefined || gid !== undefined || mtime !== undefined) {
@@ -257,7 +275,7 @@ export class Filesystem {
   async mkdir(path: string, mode: number): Promise<Attr> {
     this.checkWritable(path);
     await this.requireDirectory(parentOf(path));
-    if (this.locals.has(path) || (await this.lookupOrUndefined(path))) throw new FsError('EEXIST', `exists: ${path}`);
+    if (this.writes.fileAt(path) || (await this.lookupOrUndefined(path))) throw new FsError('EEXIST', `exists: ${path}`);
     await this.store.put(dirPrefixOf(this.prefix, path), new Uint8Array(0), formatMetadata({ mode }, 'dir'));
     const node = this.namespace.dirNode(path);
     this.namespace.remember(node);
@@ -274,14 +292,24 @@ export class Filesystem {
     this.namespace.remove(path);
   }
 
+  /**
+   * Deletes the object now; handles open on it keep reading (and writing) what it held until
+   * they close, as on a local disk: a file being written keeps its data, and one being read is
+   * staged whole first (where the cache has room).
+   */
   async unlink(path: string): Promise<void> {
     this.checkWritable(path);
-    const local = this.locals.get(path);
-    const node = local ? undefined : await this.namespace.lookup(path);
-    if (node?.kind === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
-    if (local) await this.dropLocal(local);
-    await this.store.delete(keyOf(this.prefix, path));
-    this.forgetCached(keyOf(this.prefix, path));
+    const open = [...this.handles.values()].filter((file) => file.path === path);
+    if (!this.writes.fileAt(path) && open.some((file) => file.writable)) await this.localFor(path, 'copy');
+    if (this.writes.fileAt(path)) {
+      await this.writes.unlink(path);
+    } else {
+      const node = await this.namespace.lookup(path);
+      if (node.kind === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
+      if (open.length > 0) await this.stageForReaders(node);
+      await this.store.delete(node.key);
+      this.forgetCached(node.key);
+    }
     this.namespace.remove(path);
   }
 
@@ -290,9 +318,9 @@ export class Filesystem {
     this.checkWritable(to);
     if (flags & RENAME_EXCHANGE) throw new FsError('EINVAL', 'RENAME_EXCHANGE is not supported');
     if (from === to) return;
-    const sourceLocal = this.locals.get(from);
+    const sourceLocal = this.writes.fileAt(from);
     const source = sourceLocal ? undefined : await this.namespace.lookup(from);
-    const targetLocal = this.locals.get(to);
+    const targetLocal = this.writes.fileAt(to);
     const target = targetLocal ? undefined : await this.lookupOrUndefined(to);
     if ((targetLocal || target) && flags & RENAME_NOREPLACE) throw new FsError('EEXIST', `exists: ${to}`);
     await this.requireDirectory(parentOf(to));
@@ -303,8 +331,13 @@ export class Filesystem {
       await this.renameDirectory(from, to);
     } else {
       if (target?.kind === 'dir') throw new FsError('EISDIR', `is a directory: ${to}`);
-      if (targetLocal) await this.dropLocal(targetLocal);
-      await this.renameFile(from, to, sourceLocal, source as FileNode | undefined);
+      if (sourceLocal) {
+        await this.writes.rename(from, to);
+        this.namespace.forget(to);
+      } else {
+        await this.renameObject(source as FileNode, to);
+      }
+      this.namespace.remove(from);
     }
     this.namespace.inodes.rename(from, to);
     for (const file of this.handles.values()) {
@@ -362,77 +395,51 @@ export class Filesystem {
     const marker = dirPrefixOf(this.prefix, path);
     const page = await this.store.list(marker, { maxKeys: 2 });
     const children = page.objects.filter((o) => o.key !== marker).length + page.prefixes.length;
-    const localChildren = [...this.locals.keys()].some((p) => p.startsWith(path + '/'));
+    const localChildren = [...this.writes.files()].some((file) => file.path.startsWith(path + '/'));
     return children === 0 && !localChildren;
   }
 
-  private addLocal(path: string, copy: WorkingCopy, ino?: number): LocalFile {
-    const local: LocalFile = { path, copy, ino: ino ?? this.namespace.inodes.inoOf(path, `local:${copy.id}`), unlinked: false };
-    this.locals.set(path, local);
-    return local;
+  private localAttr(file: LocalFile): Attr {
+    file.ino ??= this.namespace.inodes.inoOf(file.path, `local:${file.id}`);
+    return localAttr(file.ino, file, this.owner);
   }
 
-  /** The working copy of `path`, made on first need: empty, or copied whole from the object. */
+  /**
+   * The file being written at `path`, made on its first change: empty, or over the object
+   * (whose bytes stay in the store until changed). Every handle of the path reads it from then on.
+   */
   private localFor(path: string, content: 'empty' | 'copy'): Promise<LocalFile> {
-    const existing = this.locals.get(path);
+    const existing = this.writes.fileAt(path);
     if (existing) return Promise.resolve(existing);
-    return this.copyUps.run(path, async () => {
+    return this.localizing.run(path, async () => {
       const node = await this.namespace.lookupFile(path);
-      const metadata = node.metadata ?? {};
-      const key = keyOf(this.prefix, path);
-      const copy =
-        content === 'empty' ? await this.cache.working.create(key, metadata) : await this.cache.workingCopyOf(this.versionOf(node), key, metadata);
-      const local = this.addLocal(path, copy, node.ino);
-      // Every handle of the path reads the copy from now on, so all see the writes.
-      for (const file of this.handles.values()) {
-        if (file.path !== path || file.local) continue;
-        if (file.clean) this.cache.release(file.clean);
-        file.clean = undefined;
-        file.local = local;
-        copy.users++;
+      const local = await this.writes.openExisting(path, this.versionOf(node), node.metadata ?? {}, content === 'empty');
+      // The kernel knows the file by the object's inode until it is written whole anew.
+      local.ino = node.ino;
+      for (const [fh, file] of this.handles.entries()) {
+        if (file.path !== path || file.reading.kind !== 'object') continue;
+        if (file.direct === 'fast') this.revokeDirect(fh);
+        file.direct = 'none';
+        this.cache.release(file.reading.handle);
+        file.reading = { kind: 'local', file: local };
+        this.writes.attach(local);
       }
       return local;
     });
   }
 
-  private async attachLocal(file: OpenFile): Promise<LocalFile> {
-    if (!file.local) file.local = await this.localFor(file.path, 'copy');
-    return file.local;
+  /** Called by the write path after each upload that reached the store. */
+  private uploaded(file: LocalFile, info: ObjectInfo): void {
+    if (this.writes.fileAt(file.path) === file) this.namespace.remember(this.namespace.fileNode(file.path, info));
   }
 
-  /** Once nothing has a working copy open: upload it if dirty, then keep it as a staged version. */
-  private async afterLastUse(local: LocalFile): Promise<void> {
-    if (local.copy.users > 0) return;
-    if (local.unlinked) return this.cache.working.discard(local.copy);
-    if (local.copy.dirty) {
-      // Background: a release has no one to report to; the write-back retries and logs.
-      this.writeback.flush(local.copy).catch((err: unknown) => debug('%s stays dirty: %s', local.path, errorMessage(err)));
-      return;
+  /** Stages an object whole so the handles open on it can read it after it is deleted. */
+  private async stageForReaders(node: FileNode): Promise<void> {
+    try {
+      await this.cache.prefetch(this.versionOf(node), () => undefined);
+    } catch (err) {
+      warn('%s is deleted while open; its readers get only what the cache holds: %s', node.path, errorMessage(err));
     }
-    await this.settle(local.path, local.copy);
-  }
-
-  /** Called by the write-back after each successful upload. */
-  private uploaded(copy: WorkingCopy, info: ObjectInfo): void {
-    const local = [...this.locals.values()].find((l) => l.copy === copy);
-    if (!local) return;
-    this.namespace.remember(this.namespace.fileNode(local.path, info));
-    if (copy.users === 0 && !copy.dirty) {
-      this.settle(local.path, copy).catch((err: unknown) => warn('keeping %s staged: %s', local.path, errorMessage(err)));
-    }
-  }
-
-  private async settle(path: string, copy: WorkingCopy): Promise<void> {
-    if (copy.dirty || copy.users > 0 || copy.removed || !copy.uploadedEtag) return;
-    if (this.locals.get(path)?.copy === copy) this.locals.delete(path);
-    await this.cache.working.settle(copy, { bucket: this.bucket, key: copy.key, etag: copy.uploadedEtag, size: copy.size, mtime: copy.mtime });
-  }
-
-  /** The path's working copy goes (unlink, or replaced by a rename); open handles keep it until closed. */
-  private async dropLocal(local: LocalFile): Promise<void> {
-    local.unlinked = true;
-    this.locals.delete(local.path);
-    if (local.copy.users === 0) await this.cache.working.discard(local.copy);
   }
 
   private forgetCached(key: string): void {
@@ -444,31 +451,23 @@ export class Filesystem {
     }
   }
 
-  private async renameFile(from: string, to: string, local: LocalFile | undefined, node: FileNode | undefined): Promise<void> {
-    const fromKey = keyOf(this.prefix, from);
+  /** A stored object moves: a server-side copy of the version the mount knows, then a delete. */
+  private async renameObject(node: FileNode, to: string): Promise<void> {
+    await this.writes.replace(to);
     const toKey = keyOf(this.prefix, to);
-    if (local) {
-      // Not uploaded yet (or being written): the copy is uploaded under its new key.
-      await this.cache.working.retarget(local.copy, toKey);
-      this.locals.delete(from);
-      local.path = to;
-      this.locals.set(to, local);
-      await this.store.delete(fromKey);
-      this.namespace.remove(from);
-      await this.afterLastUse(local);
-      return;
-    }
-    const info = await this.store.copy(fromKey, toKey, node!.size);
-    await this.store.delete(fromKey);
-    await this.cache.rekey(this.versionOf(node!), { bucket: this.bucket, key: toKey, etag: info.etag, size: info.size, mtime: info.mtime.getTime() });
-    this.namespace.remove(from);
-    this.namespace.remember(this.namespace.fileNode(to, info));
+    const info = await this.store.copy(node.key, toKey, node.size, undefined, node.etag);
+    await this.store.delete(node.key);
+    await this.cache.rekey(this.versionOf(node), { bucket: this.bucket, key: toKey, etag: info.etag, size: info.size, mtime: info.mtime.getTime() });
+    this.namespace.remember(this.namespace.fileNode(to, { ...info, metadata: info.metadata ?? node.metadata }));
   }
 
-  /** Copies every object below `from` to `to`, then deletes the originals: not atomic, as in every S3 mount. */
+  /** Moves every object below `from` to `to`, then deletes the originals: not atomic, as in every S3 mount. */
   private async renameDirectory(from: string, to: string): Promise<void> {
     const fromPrefix = dirPrefixOf(this.prefix, from);
     const toPrefix = dirPrefixOf(this.prefix, to);
+    // Files being written move with their own data (and their objects, if any).
+    const moving = [...this.writes.files()].filter((file) => file.path.startsWith(from + '/'));
+    for (const file of moving) await this.writes.rename(file.path, to + file.path.slice(from.length));
     const objects: ObjectInfo[] = [];
     let continuationToken: string | undefined;
     do {
@@ -481,33 +480,24 @@ export class Filesystem {
       while (next < objects.length) {
         const object = objects[next++];
         const key = toPrefix + object.key.slice(fromPrefix.length);
-        const info = await this.store.copy(object.key, key, object.size);
-        const from = { bucket: this.bucket, key: object.key, etag: object.etag, size: object.size, mtime: object.mtime.getTime() };
-        await this.cache.rekey(from, { ...from, key, etag: info.etag, mtime: info.mtime.getTime() });
+        const info = await this.store.copy(object.key, key, object.size, undefined, object.etag);
+        const version = { bucket: this.bucket, key: object.key, etag: object.etag, size: object.size, mtime: object.mtime.getTime() };
+        await this.cache.rekey(version, { ...version, key, etag: info.etag, mtime: info.mtime.getTime() });
       }
     };
     await Promise.all(Array.from({ length: RENAME_COPIES_IN_FLIGHT }, copier));
     if (objects.length === 0) await this.store.put(toPrefix, new Uint8Array(0)); // an implicit directory keeps existing
     await this.store.deleteMany(objects.map((o) => o.key));
-    for (const local of [...this.locals.values()]) {
-      if (!local.path.startsWith(from + '/')) continue;
-      const path = to + local.path.slice(from.length);
-      await this.cache.working.retarget(local.copy, keyOf(this.prefix, path));
-      this.locals.delete(local.path);
-      local.path = path;
-      this.locals.set(path, local);
-      await this.afterLastUse(local);
-    }
     this.namespace.forgetTree(from);
     this.namespace.forgetTree(to);
   }
 
   private async setPosixAttrs(path: string, attrs: PosixAttrs): Promise<void> {
-    const local = this.locals.get(path);
+    const local = this.writes.fileAt(path);
     if (local) {
-      const merged = { ...parseMetadata(local.copy.metadata), ...definedOnly(attrs) };
-      await this.cache.working.setMetadata(local.copy, formatMetadata({ ...merged, mtime: undefined }, 'file'), attrs.mtime);
-      return this.afterLastUse(local);
+      const merged = { ...parseMetadata(local.metadata), ...definedOnly(attrs) };
+      this.writes.setAttributes(local, formatMetadata({ ...merged, mtime: undefined }, 'file'), attrs.mtime);
+      return this.writes.idle(local);
     }
     const node = await this.namespace.lookupFresh(path);
     if (node.kind === 'dir') {
@@ -516,7 +506,7 @@ export class Filesystem {
       return;
     }
     const metadata = formatMetadata({ ...parseMetadata(node.metadata), ...definedOnly(attrs) }, 'file');
-    const info = await this.store.copy(node.key, node.key, node.size, metadata);
+    const info = await this.store.copy(node.key, node.key, node.size, metadata, node.etag);
     await this.cache.rekey(this.versionOf(node), { ...this.versionOf(node), etag: info.etag });
     this.namespace.remember(this.namespace.fileNode(path, { ...info, metadata }));
   }

@@ -35,6 +35,10 @@ export class HandleTable<T> {
     return this.open.values();
   }
 
+  entries(): IterableIterator<[number, T]> {
+    return this.open.entries();
+  }
+
   private advance(): void {
     this.next = this.next >= MAX_HANDLE ? 1 : this.next + 1;
   }

@@ -113,9 +113,9 @@ export class FuseNativeEngine implements Engine {
       // fuse-native hands over the access time as both times; it is the best we are told.
       utimens: (path: string, _atime: number, mtime: number, cb: Reply) =>
         this.call('utimens', path, cb, () => fs.setattr(path, { mtime }), () => cb(0)),
-      symlink: (_target: string, path: string, cb: Reply) => this.call('symlink', path, cb, () => unsupported('EPERM'), () => cb(0)),
-      link: (_target: string, path: string, cb: Reply) => this.call('link', path, cb, () => unsupported('EPERM'), () => cb(0)),
-      mknod: (path: string, _mode: number, _dev: number, cb: Reply) => this.call('mknod', path, cb, () => unsupported('EPERM'), () => cb(0)),
+      symlink: (_target: string, path: string, cb: Reply) => this.call('symlink', path, cb, () => fs.symlink(path), () => cb(0)),
+      link: (_target: string, path: string, cb: Reply) => this.call('link', path, cb, () => fs.link(path), () => cb(0)),
+      mknod: (path: string, mode: number, _dev: number, cb: Reply) => this.call('mknod', path, cb, () => fs.mknod(path, mode), () => cb(0)),
       setxattr: (path: string, ...args: unknown[]) => {
         const cb = args[args.length - 1] as Reply;
         this.call('setxattr', path, cb, () => unsupported('ENOTSUP'), () => cb(0));

@@ -4,7 +4,7 @@
  * whole at open are handed to the kernel with FUSE passthrough; everything else arrives here
  * and is translated into Filesystem calls.
  */
-import { constants, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import createDebug from 'debug';
 import { FsError, errnoOf, errorMessage } from '../errors';
@@ -42,7 +42,7 @@ import {
   type RequestHeader,
 } from './kernel-protocol';
 import { logFailure } from './log';
-import { EVENT_CLOSED, EVENT_HIT, EVENT_INIT, EVENT_REQUEST, type NativeAddon, type NegotiatedInfo, type Session } from './native-addon';
+import { EVENT_CLOSED, EVENT_HIT, EVENT_INIT, EVENT_REQUEST, type NativeAddon, type NegotiatedInfo, type Session } from '../native/addon';
 
 const debug = createDebug('stagefs:native');
 const warn = createDebug('stagefs:warn');
@@ -93,7 +93,9 @@ export class NativeEngine implements Engine {
     private readonly fs: Filesystem,
     private readonly options: EngineOptions,
     private readonly addon: NativeAddon,
-  ) {}
+  ) {
+    fs.onDirectAccessRevoked((fh) => this.revokeFastPath(fh));
+  }
 
   get info(): NegotiatedInfo | undefined {
     return this.negotiated;
@@ -216,11 +218,7 @@ export class NativeEngine implements Engine {
       }
       case Op.MKNOD: {
         const mknod = parseMknodIn(body);
-        if ((mknod.mode & constants.S_IFMT) !== constants.S_IFREG) throw new FsError('EPERM', 'only regular files can be made here');
-        const { fh, attr } = await this.fs.create(joinPath(this.fs.pathOf(header.nodeid), mknod.name), mknod.mode, constants.O_WRONLY);
-        await this.fs.flush(fh);
-        await this.fs.release(fh);
-        return entryOut(attr, ttl);
+        return entryOut(await this.fs.mknod(joinPath(this.fs.pathOf(header.nodeid), mknod.name), mknod.mode), ttl);
       }
       case Op.MKDIR: {
         const mkdir = parseMkdirIn(body);
@@ -255,8 +253,9 @@ export class NativeEngine implements Engine {
       case Op.STATFS:
         return statfsOut(this.fs.statfs());
       case Op.LINK:
+        return entryOut(await this.fs.link(this.fs.pathOf(header.nodeid)), ttl);
       case Op.SYMLINK:
-        throw new FsError('EPERM', 'links are not supported');
+        return entryOut(await this.fs.symlink(this.fs.pathOf(header.nodeid)), ttl);
       default:
         // ENOSYS tells the kernel not to ask again (xattrs, access checks, locks, ...).
         throw new FsError('ENOSYS');
@@ -284,24 +283,29 @@ export class NativeEngine implements Engine {
   /** Chooses how the kernel reads a new handle (passthrough, or through us) and answers OPEN. */
   private async opened(ino: number, fh: number): Promise<Buffer> {
     try {
-      const access = await this.fs.directAccess(fh);
       const io = this.inodeIo.get(ino) ?? { cached: 0, passthrough: 0, backing: undefined };
-      // Writes must reach us, but the kernel would send those of an inode in passthrough to its backing file.
-      if (this.fs.isWritable(fh) && io.passthrough > 0) throw new FsError('ETXTBSY', 'open for reading with passthrough');
       this.inodeIo.set(ino, io);
       let mode: IoMode = 'cached';
       let backingId = 0;
-      if (access?.complete && this.negotiated?.passthrough && io.cached === 0) {
-        try {
-          backingId = io.backing ?? this.addon.backingOpen(this.session!, access.fd);
-          io.backing = backingId;
-          mode = 'passthrough';
-        } catch (err) {
-          warn('passthrough refused for %s, serving reads here: %s', this.fs.pathOf(ino), errorMessage(err));
+      // The kernel keeps an inode in one mode: passthrough only while no open reads it cached.
+      if (this.negotiated?.passthrough && io.cached === 0) {
+        const access = await this.fs.directAccess(fh, 'kernel');
+        if (access) {
+          try {
+            backingId = io.backing ?? this.addon.backingOpen(this.session!, access.fd);
+            io.backing = backingId;
+            mode = 'passthrough';
+          } catch (err) {
+            warn('passthrough refused for %s, serving reads here: %s', this.fs.pathOf(ino), errorMessage(err));
+          }
         }
       }
-      const fastPath = mode === 'cached' && access !== undefined;
-      if (fastPath) this.addon.registerHandle(this.session!, fh, access.fd, access.blocks, access.blockSize, access.size);
+      let fastPath = false;
+      if (mode === 'cached') {
+        const access = await this.fs.directAccess(fh, 'fast');
+        if (access) this.addon.registerHandle(this.session!, fh, access.fd, access.blocks, access.blockSize, access.size);
+        fastPath = access !== undefined;
+      }
       if (mode === 'passthrough') io.passthrough++;
       else io.cached++;
       this.openFiles.set(fh, { ino, mode, fastPath });
@@ -312,6 +316,14 @@ export class NativeEngine implements Engine {
       await this.fs.release(fh);
       throw err;
     }
+  }
+
+  /** A handle whose file is now being written: its reads come to JavaScript from now on. */
+  private revokeFastPath(fh: number): void {
+    const file = this.openFiles.get(fh);
+    if (!file?.fastPath || !this.session) return;
+    this.addon.unregisterHandle(this.session, fh);
+    file.fastPath = false;
   }
 
   private async release(fh: number): Promise<undefined> {

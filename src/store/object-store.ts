@@ -53,6 +53,12 @@ export interface ObjectStore {
   /** Uploads part `partNumber` (from 1); returns its ETag. */
   uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array): Promise<string>;
 
+  /**
+   * Makes part `partNumber` of an upload from bytes [start, end) of `source` as it is at its
+   * ETag, server-side; throws StoreError 'PreconditionFailed' when the source changed.
+   */
+  uploadPartCopy(key: string, uploadId: string, partNumber: number, source: { key: string; etag: string }, start: number, end: number): Promise<string>;
+
   completeMultipart(key: string, uploadId: string, partEtags: string[]): Promise<ObjectInfo>;
 
   abortMultipart(key: string, uploadId: string): Promise<void>;
@@ -60,8 +66,10 @@ export interface ObjectStore {
   /**
    * Copies `from` (of `size` bytes) to `to` inside the bucket, server-side; with `metadata`
    * the copy gets it instead of the source's. `from` may equal `to` to change metadata only.
+   * With `sourceEtag`, the copy happens only while `from` has that ETag (else StoreError
+   * 'PreconditionFailed'), so bytes the mount holds for that version may follow it.
    */
-  copy(from: string, to: string, size: number, metadata?: Record<string, string>): Promise<ObjectInfo>;
+  copy(from: string, to: string, size: number, metadata?: Record<string, string>, sourceEtag?: string): Promise<ObjectInfo>;
 
   delete(key: string): Promise<void>;
 

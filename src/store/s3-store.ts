@@ -169,6 +169,23 @@ export class S3Store implements ObjectStore {
     return output.ETag ?? '';
   }
 
+  async uploadPartCopy(key: string, uploadId: string, partNumber: number, source: { key: string; etag: string }, start: number, end: number): Promise<string> {
+    const output = await this.call(`copy part ${partNumber} of ${key} from ${source.key}`, () =>
+      this.client.send(
+        new UploadPartCopyCommand({
+          Bucket: this.bucket,
+          Key: key,
+          UploadId: uploadId,
+          PartNumber: partNumber,
+          CopySource: copySource(this.bucket, source.key),
+          CopySourceIfMatch: source.etag,
+          CopySourceRange: `bytes=${start}-${end - 1}`,
+        }),
+      ),
+    );
+    return output.CopyPartResult?.ETag ?? '';
+  }
+
   async completeMultipart(key: string, uploadId: string, partEtags: string[]): Promise<ObjectInfo> {
     const output = await this.call(`complete multipart ${key}`, () =>
       this.client.send(
@@ -189,35 +206,29 @@ export class S3Store implements ObjectStore {
     );
   }
 
-  async copy(from: string, to: string, size: number, metadata?: Record<string, string>): Promise<ObjectInfo> {
-    const source = copySource(this.bucket, from);
+  async copy(from: string, to: string, size: number, metadata?: Record<string, string>, sourceEtag?: string): Promise<ObjectInfo> {
     const directive = metadata ? 'REPLACE' : 'COPY';
     if (size <= MAX_SINGLE_COPY) {
       const output = await this.call(`copy ${from} to ${to}`, () =>
         this.client.send(
-          new CopyObjectCommand({ Bucket: this.bucket, Key: to, CopySource: source, MetadataDirective: directive, Metadata: metadata }),
+          new CopyObjectCommand({
+            Bucket: this.bucket,
+            Key: to,
+            CopySource: copySource(this.bucket, from),
+            CopySourceIfMatch: sourceEtag,
+            MetadataDirective: directive,
+            Metadata: metadata,
+          }),
         ),
       );
       return this.infoAfterWrite(to, output.CopyObjectResult?.ETag);
     }
+    const source = sourceEtag ? { key: from, etag: sourceEtag } : await this.currentVersion(from);
     const uploadId = await this.createMultipart(to, metadata ?? (await this.head(from))?.metadata);
     try {
       const etags: string[] = [];
       for (let start = 0; start < size; start += COPY_PART_SIZE) {
-        const end = Math.min(size, start + COPY_PART_SIZE) - 1;
-        const output = await this.call(`copy part of ${from} to ${to}`, () =>
-          this.client.send(
-            new UploadPartCopyCommand({
-              Bucket: this.bucket,
-              Key: to,
-              UploadId: uploadId,
-              PartNumber: etags.length + 1,
-              CopySource: source,
-              CopySourceRange: `bytes=${start}-${end}`,
-            }),
-          ),
-        );
-        etags.push(output.CopyPartResult?.ETag ?? '');
+        etags.push(await this.uploadPartCopy(to, uploadId, etags.length + 1, source, start, Math.min(size, start + COPY_PART_SIZE)));
       }
       return await this.completeMultipart(to, uploadId, etags);
     } catch (err) {
@@ -239,6 +250,13 @@ export class S3Store implements ObjectStore {
       const failed = output.Errors?.[0];
       if (failed) throw new StoreError('Server', `delete ${failed.Key}: ${failed.Code} ${failed.Message ?? ''}`.trim());
     }
+  }
+
+  /** The key's current ETag, so a copy in several parts copies one version throughout. */
+  private async currentVersion(key: string): Promise<{ key: string; etag: string }> {
+    const info = await this.head(key);
+    if (!info) throw new StoreError('NotFound', `copy ${key}: no such object`);
+    return { key, etag: info.etag };
   }
 
   /** What a write left: the store's word on size and time, which later listings will repeat. */

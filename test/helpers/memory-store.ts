@@ -35,30 +35,48 @@ export class MemoryStore implements ObjectStore {
     return info;
   }
 
-  async createMultipart(): Promise<string> {
+  private readonly uploadMetadata = new Map<string, Record<string, string>>();
+
+  async createMultipart(_key: string, metadata: Record<string, string> = {}): Promise<string> {
     const id = String(this.nextUpload++);
     this.uploads.set(id, []);
+    this.uploadMetadata.set(id, metadata);
     return id;
   }
 
   async uploadPart(_key: string, uploadId: string, partNumber: number, body: Uint8Array): Promise<string> {
-    this.uploads.get(uploadId)![partNumber - 1] = Buffer.from(body);
+    const parts = this.uploads.get(uploadId);
+    if (!parts) throw new StoreError('NotFound', `no such upload ${uploadId}`);
+    parts[partNumber - 1] = Buffer.from(body);
     return `"part${partNumber}"`;
   }
 
-  async completeMultipart(key: string, uploadId: string): Promise<ObjectInfo> {
-    const parts = this.uploads.get(uploadId)!;
+  async uploadPartCopy(_key: string, uploadId: string, partNumber: number, source: { key: string; etag: string }, start: number, end: number): Promise<string> {
+    const stored = this.objects.get(source.key);
+    if (!stored) throw new StoreError('NotFound', `no such key ${source.key}`);
+    if (stored.info.etag !== source.etag) throw new StoreError('PreconditionFailed', `${source.key} changed`);
+    const parts = this.uploads.get(uploadId);
+    if (!parts) throw new StoreError('NotFound', `no such upload ${uploadId}`);
+    parts[partNumber - 1] = Buffer.from(stored.body.subarray(start, end));
+    return `"copy${partNumber}"`;
+  }
+
+  async completeMultipart(key: string, uploadId: string, partEtags: string[]): Promise<ObjectInfo> {
+    const parts = this.uploads.get(uploadId);
+    if (!parts) throw new StoreError('NotFound', `no such upload ${uploadId}`);
+    if (parts.length !== partEtags.length || Array.from(parts).some((part) => part === undefined)) throw new StoreError('Server', `upload ${uploadId}: parts missing`);
     this.uploads.delete(uploadId);
-    return this.put(key, Buffer.concat(parts));
+    return this.put(key, Buffer.concat(parts), this.uploadMetadata.get(uploadId));
   }
 
   async abortMultipart(_key: string, uploadId: string): Promise<void> {
     this.uploads.delete(uploadId);
   }
 
-  async copy(from: string, to: string, _size: number, metadata?: Record<string, string>): Promise<ObjectInfo> {
+  async copy(from: string, to: string, _size: number, metadata?: Record<string, string>, sourceEtag?: string): Promise<ObjectInfo> {
     const source = this.objects.get(from);
     if (!source) throw new StoreError('NotFound', `no such key ${from}`);
+    if (sourceEtag && source.info.etag !== sourceEtag) throw new StoreError('PreconditionFailed', `${from} changed`);
     return this.put(to, source.body, metadata ?? source.info.metadata);
   }
 

@@ -8,7 +8,7 @@ import { runCli } from '../helpers/cli';
 import { randomData, sha256, sha256File } from '../helpers/files';
 import { engineTest, mountS3, tempDir } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
-import { objectSha256 } from '../helpers/s3-read';
+import { objectBytes, objectSha256 } from '../helpers/s3-read';
 
 const MiB = 1024 * 1024;
 
@@ -77,7 +77,7 @@ engineTest(t, 'an upload that fails reports EIO at close, stays dirty, and goes 
   await s3.server.stop();
   await t.rejects(writer.close(), { code: 'EIO' }, 'close reports EIO');
   await sleep(600);
-  const pending = (await status(mount.cacheDir)).entries.find((e) => e.key === 'template.qcow2');
+  const pending = (await status(mount.cacheDir)).pendingUploads.files.find((e) => e.key === 'template.qcow2');
   t.equal(pending?.dirty, true, 'status shows the file pending');
   t.ok(pending?.error, `with the last error (${pending?.error})`);
   t.match(mount.output(), /upload of template\.qcow2 failed/, 'and the log says so');
@@ -89,26 +89,59 @@ engineTest(t, 'an upload that fails reports EIO at close, stays dirty, and goes 
   t.ok(await eventually(async () => (await status(mount.cacheDir)).pendingUploads.count === 0, 5_000), 'and no longer pending');
 });
 
-engineTest(t, 'a write past the cache size fails with ENOSPC and keeps what was written', async (t, engine) => {
+engineTest(t, 'a sequential write several times the cache size streams through it to the store', async (t, engine) => {
   const s3 = await startS3(t);
-  const mount = await mountS3(t, s3, { engine, args: ['--cache-size', '16MiB'] });
+  const mount = await mountS3(t, s3, { engine, args: ['--cache-size', '24MiB'] });
   const kept = randomData(4 * MiB);
   await writeFile(mount.path('kept.bin'), kept);
-  const { failure, expected } = await writeUntilFailure(mount.path('big.bin'), 40);
-  t.equal(failure?.code, 'ENOSPC', `ENOSPC after ${expected.length / MiB} MiB`);
-  t.ok(expected.length >= 8 * MiB, 'once the cache was full, not before');
-  t.equal(await objectSha256(s3, 'big.bin'), sha256(expected), 'everything written before ENOSPC was uploaded');
+  const { failure, expected } = await writeUntilFailure(mount.path('snapshot.vhd'), 100);
+  t.equal(failure, undefined, `no write failed (${expected.length / MiB} MiB written)`);
+  t.equal(expected.length, 100 * MiB, 'all of it');
+  t.equal(await objectSha256(s3, 'snapshot.vhd'), sha256(expected), 'the object holds every byte (sha256)');
   t.equal(await objectSha256(s3, 'kept.bin'), sha256(kept), 'an earlier file is intact');
+  t.equal(await sha256File(mount.path('snapshot.vhd')), sha256(expected), 'and the mount reads it back');
+  t.equal((await status(mount.cacheDir)).pendingUploads.count, 0, 'nothing is left pending');
 });
 
-engineTest(t, 'a full cache disk fails the write with ENOSPC and keeps what was written', async (t, engine) => {
+/** Writes 1 MiB chunks at offsets from `chunks` MiB down to 0 (a writer the cache cannot stream), then closes. */
+async function writeBackwards(path: string, chunks: number): Promise<{ writeFailure?: string; closeFailure?: string }> {
+  const writer = await open(path, 'r+');
+  let writeFailure: string | undefined;
+  for (let i = chunks - 1; i >= 0 && !writeFailure; i--) {
+    await writer.write(randomData(MiB), 0, MiB, i * MiB).catch((err: NodeJS.ErrnoException) => (writeFailure = err.code));
+  }
+  const closeFailure = await writer.close().then(
+    () => undefined,
+    (err: NodeJS.ErrnoException) => err.code,
+  );
+  return { writeFailure, closeFailure };
+}
+
+engineTest(t, 'a random writer past the cache gets ENOSPC, and the store keeps the previous version', async (t, engine) => {
+  const s3 = await startS3(t);
+  const original = randomData(3 * MiB + 7);
+  await s3.store.put('volumes/disk.raw', original);
+  const mount = await mountS3(t, s3, { engine, args: ['--cache-size', '16MiB'] });
+  const { writeFailure, closeFailure } = await writeBackwards(mount.path('volumes/disk.raw'), 64);
+  t.equal(writeFailure, 'ENOSPC', 'a write fails with ENOSPC');
+  t.equal(closeFailure, 'ENOSPC', 'and close reports it');
+  t.equal(await objectSha256(s3, 'volumes/disk.raw'), sha256(original), 'the object is the one before: nothing half-written was published');
+  t.equal(await sha256File(mount.path('volumes/disk.raw')), sha256(original), 'the mount shows the stored version again once closed');
+  t.equal((await status(mount.cacheDir)).pendingUploads.count, 0, 'nothing is pending');
+});
+
+engineTest(t, 'a full cache disk: a sequential writer streams on, a random writer gets ENOSPC and publishes nothing', async (t, engine) => {
   const s3 = await startS3(t);
   const cacheDir = tempDir(t, 'tmpfs');
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=96m', 'tmpfs', cacheDir]);
   t.teardown(() => execFileSync('umount', ['-l', cacheDir]));
   const mount = await mountS3(t, s3, { engine, cacheDir, args: ['--cache-size', '1GiB'] });
-  const { failure, expected } = await writeUntilFailure(mount.path('disk-full.bin'), 128);
-  t.equal(failure?.code, 'ENOSPC', `ENOSPC after ${expected.length / MiB} MiB`);
-  t.ok(expected.length >= 32 * MiB, 'once the disk was nearly full, not before');
-  t.equal(await objectSha256(s3, 'disk-full.bin'), sha256(expected), 'everything written before ENOSPC was uploaded');
+  const { failure, expected } = await writeUntilFailure(mount.path('disk-full.bin'), 160);
+  t.equal(failure, undefined, `the sequential writer wrote ${expected.length / MiB} MiB`);
+  t.equal(await objectSha256(s3, 'disk-full.bin'), sha256(expected), 'every byte reached the store');
+  await writeFile(mount.path('random.bin'), 'before');
+  const { writeFailure, closeFailure } = await writeBackwards(mount.path('random.bin'), 160);
+  t.equal(writeFailure, 'ENOSPC', 'the random writer gets ENOSPC');
+  t.equal(closeFailure, 'ENOSPC', 'close reports it');
+  t.equal((await objectBytes(s3, 'random.bin'))?.toString(), 'before', 'and the store keeps the version before');
 });

@@ -34,12 +34,16 @@ t.test('readahead grows on sequential reads and collapses on random ones', async
 
 t.test('space ledger', async (t) => {
   const ledger = new SpaceLedger(100);
-  t.ok(ledger.tryReserve(60));
-  t.notOk(ledger.tryReserve(41), 'cannot overcommit');
-  ledger.commit(50);
-  ledger.release(10);
+  const reservation = ledger.reserve(60);
+  t.ok(reservation);
+  t.notOk(ledger.reserve(41), 'cannot overcommit');
+  t.equal(reservation!.commit(50), 50);
+  reservation!.release();
   t.equal(ledger.staged, 50);
   t.equal(ledger.reserved, 0);
   t.equal(ledger.free, 50);
-  t.throws(() => ledger.release(1), /reserved/);
+  reservation!.release();
+  t.equal(reservation!.commit(5), 0, 'a reservation gives each byte back once: nothing is left to commit');
+  t.equal(ledger.staged, 50, 'a second release or commit changes nothing');
+  t.equal(ledger.reserved, 0);
 });

@@ -6,7 +6,7 @@ import { StagedObject } from '../../src/cache/staged-object';
 const KiB = 1024;
 
 function entry(id: string, lastAccess: number, staged = 10 * KiB, flags: Partial<StagedObject> = {}): StagedObject {
-  const object = new StagedObject(id, { bucket: 'b', key: id, etag: '"e"', size: staged, mtime: 0 }, KiB);
+  const object = new StagedObject({ bucket: 'b', key: id, etag: '"e"', size: staged, mtime: 0 }, KiB);
   for (let block = 0; block < staged / KiB; block++) object.markStaged(block);
   object.lastAccess = lastAccess;
   Object.assign(object, flags);
@@ -26,7 +26,7 @@ function setup(objects: StagedObject[], capacity = 100 * KiB, maxAgeMs = 1000) {
       live.delete(o);
       o.removed = true;
       ledger.adjustStaged(-o.stagedBytes);
-      evicted.push(o.id);
+      evicted.push(o.key);
     },
     now: () => 10_000,
   });

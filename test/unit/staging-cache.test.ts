@@ -14,7 +14,7 @@ async function setup(t: any, options: { capacity?: string; dir?: string; store?:
   const store = options.store ?? new MemoryStore();
   const dir = options.dir ?? t.testdir({});
   const config = buildCacheConfig({ 'cache-dir': dir, 'block-size': '64KiB', 'cache-size': options.capacity ?? '64MiB' });
-  const cache = await StagingCache.open({ config, store, bucket: 'b' });
+  const cache = await StagingCache.open({ config, store });
   return { store, dir, cache, config };
 }
 
@@ -116,7 +116,7 @@ t.test('the index survives a restart and is reconciled with the disk', async (t)
   t.equal(records.length, 2, 'both entries recorded');
   const lostRecord = records.find((r) => r.key === 'lost')!;
   const staged = join(first.dir, 'staged');
-  rmSync(join(staged, lostRecord.id.slice(0, 2), lostRecord.id));
+  rmSync(join(staged, lostRecord.file.slice(0, 2), lostRecord.file));
   mkdirSync(join(staged, 'zz'), { recursive: true });
   writeFileSync(join(staged, 'zz', 'zz-orphan'), 'junk');
 

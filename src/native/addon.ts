@@ -1,4 +1,7 @@
-/** Loading the native engine's addon (built by binding.gyp into build/Release). */
+/**
+ * Loading the C addon (built by binding.gyp into build/Release): the native FUSE engine, and
+ * the few system calls Node lacks (punching holes in files).
+ */
 import { join } from 'node:path';
 
 export type Session = { readonly __session: unique symbol };
@@ -28,6 +31,8 @@ export interface NativeAddon {
   backingClose(session: Session, backingId: number): void;
   info(session: Session): NegotiatedInfo;
   close(session: Session): void;
+  /** Frees the disk blocks of [offset, offset + length) of an open file; the size stays. */
+  punchHole(fd: number, offset: number, length: number): void;
 }
 
 /** STAGEFS_NATIVE_ADDON loads another build, such as the sanitizer build of native/test. */
