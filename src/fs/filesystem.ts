@@ -110,7 +110,8 @@ export class Filesystem {
       bucket: options.bucket,
       prefix: options.prefix,
       punchHole: options.punchHole,
-      uploaded: (file, info) => this.uploaded(file, info),
+      stored: (file, info) => this.stored(file, info),
+      abandoned: (file) => this.abandoned(file),
     });
   }
 
@@ -135,6 +136,12 @@ export class Filesystem {
     return nodeAttr(await this.namespace.lookup(path), this.owner);
   }
 
+  /** The attributes of an open file, also once it is unlinked or renamed. */
+  getattrOpen(fh: number): Attr {
+    const { reading } = this.handles.get(fh);
+    return reading.kind === 'local' ? this.localAttr(reading.file) : nodeAttr(reading.node, this.owner);
+  }
+
   async readdir(path: string): Promise<DirEntry[]> {
     const entries = new Map<string, Attr>();
     for (const node of await this.namespace.readdir(path)) entries.set(baseName(node.path), nodeAttr(node, this.owner));
@@ -152,6 +159,11 @@ export class Filesystem {
       throw new FsError('ETXTBSY', `${path} is open for reading by the kernel directly (passthrough)`);
     }
     let local = this.writes.fileAt(path);
+    if (local?.failure && flags & constants.O_TRUNC && writable) {
+      // Starting the file over: the failed one stays with its handles until they close.
+      await this.writes.replace(path);
+      local = undefined;
+    }
     if (flags & constants.O_TRUNC && writable) {
       local ??= await this.localFor(path, 'empty');
       if (local.size > 0) await this.writes.truncate(local, 0);
@@ -176,7 +188,10 @@ export class Filesystem {
     const existing = this.writes.fileAt(path) ?? (await this.lookupOrUndefined(path));
     if (existing && flags & constants.O_EXCL) throw new FsError('EEXIST', `exists: ${path}`);
     if (existing && 'kind' in existing && existing.kind === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
-    if (!existing) await this.writes.create(path, formatMetadata({ mode }, 'file'));
+    if (!existing) {
+      this.namespace.inodes.release(path); // a new file: a new inode, whatever the kernel holds of an old one
+      await this.writes.create(path, formatMetadata({ mode }, 'file'));
+    }
     const fh = await this.open(path, flags & ~(constants.O_CREAT | constants.O_EXCL));
     return { fh, attr: await this.getattr(path) };
   }
@@ -237,7 +252,10 @@ export class Filesystem {
     const file = this.handles.get(fh);
     if (file.writable || file.reading.kind === 'local') return undefined;
     if ([...this.handles.values()].some((other) => other.path === file.path && other.writable)) return undefined;
-    const access = await this.cache.directAccess(file.reading.handle);
+    const reading = file.reading;
+    const access = await this.cache.directAccess(reading.handle);
+    // The file may have been written meanwhile: its handles then read the new data here.
+    if (file.reading !== reading) return undefined;
     if (access && (kind === 'fast' || access.complete)) file.direct = kind;
     return file.direct === 'none' ? undefined : access;
   }
@@ -248,6 +266,12 @@ export class Filesystem {
     if (reading.kind === 'object') this.cache.noteHit(reading.handle, position, position + length);
   }
 
+  /** An open handle of `path`, for engines that must name an open file after its name is gone. */
+  openHandleOf(path: string): number | undefined {
+    for (const [fh, file] of this.handles.entries()) if (file.path === path) return fh;
+    return undefined;
+  }
+
   /** The path of an inode number the kernel holds, for engines that speak in inodes. */
   pathOf(ino: number): string {
     const path = this.namespace.inodes.pathOf(ino);
@@ -255,21 +279,24 @@ export class Filesystem {
     return path;
   }
 
-  /** chmod, chown, utimens and truncate; `fh` when the change comes through an open handle. */
+  /**
+   * chmod, chown, utimens and truncate; `fh` when the change comes through an open handle, which
+   * then names the file (also once unlinked or renamed).
+   */
   async setattr(path: string, changes: AttrChanges, fh?: number): Promise<Attr> {
     this.checkWritable(path);
+    const handle = fh === undefined ? undefined : this.handles.get(fh);
+    const target = handle?.path ?? path;
     if (changes.size !== undefined) {
-      const handle = fh === undefined ? undefined : this.handles.get(fh);
-      const local =
-        handle?.reading.kind === 'local' ? handle.reading.file : await this.localFor(handle?.path ?? path, changes.size === 0 ? 'empty' : 'copy');
+      const local = handle?.reading.kind === 'local' ? handle.reading.file : await this.localFor(target, changes.size === 0 ? 'empty' : 'copy');
       await this.writes.truncate(local, changes.size);
       this.writes.idle(local);
     }
     const { mode, uid, gid, mtime } = changes;
     if (mode !== undefined || uid !== undefined || gid !== undefined || mtime !== undefined) {
-      await this.setPosixAttrs(path, { mode, uid, gid, mtime });
+      await this.setPosixAttrs(target, { mode, uid, gid, mtime }, handle?.reading.kind === 'local' ? handle.reading.file : undefined);
     }
-    return this.getattr(path);
+    return fh === undefined ? this.getattr(path) : this.getattrOpen(fh);
   }
 
   async mkdir(path: string, mode: number): Promise<Attr> {
@@ -311,6 +338,7 @@ export class Filesystem {
       this.forgetCached(node.key);
     }
     this.namespace.remove(path);
+    this.namespace.inodes.release(path);
   }
 
   async rename(from: string, to: string, flags = 0): Promise<void> {
@@ -328,18 +356,25 @@ export class Filesystem {
       if (to.startsWith(from + '/')) throw new FsError('EINVAL', `cannot move ${from} into itself`);
       if (targetLocal || target?.kind === 'file') throw new FsError('ENOTDIR', `not a directory: ${to}`);
       if (target && !(await this.isEmptyDirectory(to))) throw new FsError('ENOTEMPTY', `directory not empty: ${to}`);
-      await this.renameDirectory(from, to);
-    } else {
-      if (target?.kind === 'dir') throw new FsError('EISDIR', `is a directory: ${to}`);
-      if (sourceLocal) {
+    } else if (target?.kind === 'dir') {
+      throw new FsError('EISDIR', `is a directory: ${to}`);
+    }
+    // The inodes move first: what the store makes under the new names is theirs.
+    this.namespace.inodes.rename(from, to);
+    try {
+      if (source?.kind === 'dir') {
+        await this.renameDirectory(from, to);
+      } else if (sourceLocal) {
         await this.writes.rename(from, to);
         this.namespace.forget(to);
       } else {
         await this.renameObject(source as FileNode, to);
       }
-      this.namespace.remove(from);
+    } catch (err) {
+      this.namespace.inodes.rename(to, from);
+      throw err;
     }
-    this.namespace.inodes.rename(from, to);
+    if (source?.kind !== 'dir') this.namespace.remove(from);
     for (const file of this.handles.values()) {
       if (file.path === from || file.path.startsWith(from + '/')) file.path = to + file.path.slice(from.length);
     }
@@ -400,7 +435,7 @@ export class Filesystem {
   }
 
   private localAttr(file: LocalFile): Attr {
-    file.ino ??= this.namespace.inodes.inoOf(file.path, `local:${file.id}`);
+    file.ino ??= this.namespace.inodes.inoOf(file.path);
     return localAttr(file.ino, file, this.owner);
   }
 
@@ -428,9 +463,20 @@ export class Filesystem {
     });
   }
 
-  /** Called by the write path after each upload that reached the store. */
-  private uploaded(file: LocalFile, info: ObjectInfo): void {
-    if (this.writes.fileAt(file.path) === file) this.namespace.remember(this.namespace.fileNode(file.path, info));
+  /** The write path made `info` the object of a file being written (an upload, a copy): the file keeps its inode. */
+  private stored(file: LocalFile, info: ObjectInfo): void {
+    if (this.writes.fileAt(file.path) !== file) return;
+    this.namespace.inodes.produced(file.path, info.etag);
+    this.namespace.remember(this.namespace.fileNode(file.path, info));
+  }
+
+  /**
+   * A file's changes were dropped (a write failed): its path shows the stored version again,
+   * under a new inode, since the kernel cached the dropped changes under the old one.
+   */
+  private abandoned(file: LocalFile): void {
+    this.namespace.inodes.release(file.path);
+    this.namespace.forget(file.path);
   }
 
   /** Stages an object whole so the handles open on it can read it after it is deleted. */
@@ -458,6 +504,7 @@ export class Filesystem {
     const info = await this.store.copy(node.key, toKey, node.size, undefined, node.etag);
     await this.store.delete(node.key);
     await this.cache.rekey(this.versionOf(node), { bucket: this.bucket, key: toKey, etag: info.etag, size: info.size, mtime: info.mtime.getTime() });
+    this.namespace.inodes.produced(to, info.etag);
     this.namespace.remember(this.namespace.fileNode(to, { ...info, metadata: info.metadata ?? node.metadata }));
   }
 
@@ -483,6 +530,7 @@ export class Filesystem {
         const info = await this.store.copy(object.key, key, object.size, undefined, object.etag);
         const version = { bucket: this.bucket, key: object.key, etag: object.etag, size: object.size, mtime: object.mtime.getTime() };
         await this.cache.rekey(version, { ...version, key, etag: info.etag, mtime: info.mtime.getTime() });
+        this.namespace.inodes.produced(to + '/' + object.key.slice(fromPrefix.length), info.etag);
       }
     };
     await Promise.all(Array.from({ length: RENAME_COPIES_IN_FLIGHT }, copier));
@@ -492,8 +540,8 @@ export class Filesystem {
     this.namespace.forgetTree(to);
   }
 
-  private async setPosixAttrs(path: string, attrs: PosixAttrs): Promise<void> {
-    const local = this.writes.fileAt(path);
+  private async setPosixAttrs(path: string, attrs: PosixAttrs, open?: LocalFile): Promise<void> {
+    const local = open ?? this.writes.fileAt(path);
     if (local) {
       const merged = { ...parseMetadata(local.metadata), ...definedOnly(attrs) };
       this.writes.setAttributes(local, formatMetadata({ ...merged, mtime: undefined }, 'file'), attrs.mtime);
@@ -508,6 +556,7 @@ export class Filesystem {
     const metadata = formatMetadata({ ...parseMetadata(node.metadata), ...definedOnly(attrs) }, 'file');
     const info = await this.store.copy(node.key, node.key, node.size, metadata, node.etag);
     await this.cache.rekey(this.versionOf(node), { ...this.versionOf(node), etag: info.etag });
+    this.namespace.inodes.produced(path, info.etag);
     this.namespace.remember(this.namespace.fileNode(path, { ...info, metadata }));
   }
 }

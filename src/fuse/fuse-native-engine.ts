@@ -19,9 +19,18 @@ function toStat(attr: Attr): object {
   return { ...attr };
 }
 
+/**
+ * libfuse 2 keeps a file unlinked while open by renaming it to a hidden name and unlinking that
+ * at the last close. Here that is an unlink that keeps the open handles (as the native engine
+ * gets it from the kernel), and the hidden name answers for the open file until then.
+ */
+const HIDDEN_NAME = /(^|\/)\.fuse_hidden[0-9a-f]+$/;
+
 export class FuseNativeEngine implements Engine {
   readonly name = 'fuse-native';
   private fuse: Fuse | undefined;
+  /** Hidden names libfuse gave unlinked open files, and a handle of each. */
+  private readonly hidden = new Map<string, number>();
 
   constructor(
     private readonly fs: Filesystem,
@@ -68,7 +77,7 @@ export class FuseNativeEngine implements Engine {
     const fs = this.fs;
     return {
       init: (cb: Reply) => cb(0),
-      getattr: (path: string, cb: Reply) => this.call('getattr', path, cb, () => fs.getattr(path), (attr) => cb(0, toStat(attr))),
+      getattr: (path: string, cb: Reply) => this.call('getattr', path, cb, () => this.getattr(path), (attr) => cb(0, toStat(attr))),
       readdir: (path: string, cb: Reply) =>
         this.call('readdir', path, cb, () => fs.readdir(path), (entries) =>
           cb(0, entries.map((e) => e.name), entries.map((e) => toStat(e.attr))),
@@ -103,10 +112,10 @@ export class FuseNativeEngine implements Engine {
         this.call('ftruncate', path, cb, () => fs.setattr(path, { size }, fh), () => cb(0)),
       flush: (path: string, fh: number, cb: Reply) => this.call('flush', path, cb, () => fs.flush(fh), () => cb(0)),
       fsync: (path: string, _datasync: number, fh: number, cb: Reply) => this.call('fsync', path, cb, () => fs.fsync(fh), () => cb(0)),
-      unlink: (path: string, cb: Reply) => this.call('unlink', path, cb, () => fs.unlink(path), () => cb(0)),
+      unlink: (path: string, cb: Reply) => this.call('unlink', path, cb, () => this.unlink(path), () => cb(0)),
       mkdir: (path: string, mode: number, cb: Reply) => this.call('mkdir', path, cb, () => fs.mkdir(path, mode), () => cb(0)),
       rmdir: (path: string, cb: Reply) => this.call('rmdir', path, cb, () => fs.rmdir(path), () => cb(0)),
-      rename: (from: string, to: string, cb: Reply) => this.call('rename', from, cb, () => fs.rename(from, to), () => cb(0)),
+      rename: (from: string, to: string, cb: Reply) => this.call('rename', from, cb, () => this.rename(from, to), () => cb(0)),
       chmod: (path: string, mode: number, cb: Reply) => this.call('chmod', path, cb, () => fs.setattr(path, { mode }), () => cb(0)),
       chown: (path: string, uid: number, gid: number, cb: Reply) =>
         this.call('chown', path, cb, () => fs.setattr(path, { uid, gid }), () => cb(0)),
@@ -121,6 +130,24 @@ export class FuseNativeEngine implements Engine {
         this.call('setxattr', path, cb, () => unsupported('ENOTSUP'), () => cb(0));
       },
     };
+  }
+
+  private async getattr(path: string) {
+    const fh = this.hidden.get(path);
+    return fh === undefined ? this.fs.getattr(path) : this.fs.getattrOpen(fh);
+  }
+
+  private async rename(from: string, to: string): Promise<void> {
+    if (!HIDDEN_NAME.test(to)) return this.fs.rename(from, to);
+    const fh = this.fs.openHandleOf(from);
+    if (fh === undefined) throw new FsError('ENOENT', `no open handle of ${from} to keep`);
+    await this.fs.unlink(from);
+    this.hidden.set(to, fh);
+  }
+
+  private async unlink(path: string): Promise<void> {
+    if (this.hidden.delete(path)) return; // deleted when it was hidden
+    return this.fs.unlink(path);
   }
 
   private call<T>(op: string, path: string, cb: Reply, work: () => Promise<T>, done: (value: T) => void): void {

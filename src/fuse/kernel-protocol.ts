@@ -168,6 +168,14 @@ export function writeOut(size: number): Buffer {
 export const parseOpenFlags = (body: Buffer): number => body.readUInt32LE(0);
 export const parseFh = (body: Buffer): number => Number(body.readBigUInt64LE(0));
 
+const FUSE_GETATTR_FH = 1 << 0;
+
+/** The open file a GETATTR came through (fstat, or a read revalidating the size), if any. */
+export function parseGetattrFh(body: Buffer): number | undefined {
+  if (body.length < 16 || !(body.readUInt32LE(0) & FUSE_GETATTR_FH)) return undefined;
+  return Number(body.readBigUInt64LE(8));
+}
+
 function writeAttr(out: Buffer, at: number, attr: Attr): void {
   const seconds = (date: Date) => BigInt(Math.floor(date.getTime() / 1000));
   const nanos = (date: Date) => (date.getTime() % 1000) * 1_000_000;

@@ -25,6 +25,7 @@ import {
   openOut,
   packDirectory,
   parseFh,
+  parseGetattrFh,
   parseHeader,
   parseName,
   parseCreateIn,
@@ -195,8 +196,10 @@ export class NativeEngine implements Engine {
           throw err;
         }
       }
-      case Op.GETATTR:
-        return attrOut(await this.fs.getattr(this.fs.pathOf(header.nodeid)), ttl);
+      case Op.GETATTR: {
+        const fh = parseGetattrFh(body);
+        return attrOut(fh === undefined ? await this.fs.getattr(this.fs.pathOf(header.nodeid)) : this.fs.getattrOpen(fh), ttl);
+      }
       case Op.OPENDIR:
         return openOut(this.directories.add(await this.listing(this.fs.pathOf(header.nodeid))), 0);
       case Op.READDIR:

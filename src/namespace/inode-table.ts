@@ -1,10 +1,12 @@
 /**
- * Stable inode numbers: a hash of the path inside the mount and, for a file, of its version
- * (ETag), so the same object keeps its inode across lookups and remounts, and an object
- * replaced in the store becomes a new inode, as a file replaced by rename does. The kernel then
- * never has to mix two versions' cached pages or backing files in one inode. 32 bits, because
- * fuse-native carries st_ino in 32 bits; a rare collision probes to the next free number for the
- * life of the mount.
+ * Inode numbers. A path keeps its inode for the life of the mount while its content changes only
+ * through the mount (writes, truncates, metadata changes) and across renames, as on a local
+ * disk; so the kernel sees every change of an inode's bytes, and what it caches of them stays
+ * true. A version the mount did not make (the object replaced in the store by someone else)
+ * is a new file with a new inode, as a file replaced by rename is; so is the next file at a
+ * path after an unlink. The first inode of a path is a hash of it, so it is the same after a
+ * remount. 32 bits, because fuse-native carries st_ino in 32 bits; a rare collision probes to
+ * the next free number.
  */
 
 export const ROOT_INO = 1;
@@ -19,20 +21,39 @@ export function hash32(text: string): number {
   return hash;
 }
 
+interface PathInode {
+  ino: number;
+  /** The version of the file the inode's content is, once known. */
+  etag: string | undefined;
+}
+
 export class InodeTable {
-  private readonly byIdentity = new Map<string, number>([['/', ROOT_INO]]);
+  private readonly byPath = new Map<string, PathInode>([['/', { ino: ROOT_INO, etag: undefined }]]);
   private readonly paths = new Map<number, string>([[ROOT_INO, '/']]);
 
-  /** The inode of a directory (no version) or of one version of a file. */
-  inoOf(path: string, version?: string): number {
-    const identity = version === undefined ? path : `${path}\0${version}`;
-    const known = this.byIdentity.get(identity);
-    if (known !== undefined) return known;
-    let ino = hash32(identity);
-    while (ino <= ROOT_INO || this.paths.has(ino)) ino = (ino + 1) >>> 0;
-    this.byIdentity.set(identity, ino);
-    this.paths.set(ino, path);
-    return ino;
+  /** The inode `path` has now (a directory, or a file whose version does not matter here). */
+  inoOf(path: string): number {
+    return (this.byPath.get(path) ?? this.allocate(path, undefined)).ino;
+  }
+
+  /** The inode of the file at `path` as version `etag`: a new one when the store changed it behind the mount. */
+  fileIno(path: string, etag: string): number {
+    const known = this.byPath.get(path);
+    if (!known) return this.allocate(path, etag).ino;
+    if (known.etag !== undefined && known.etag !== etag) return this.allocate(path, etag).ino;
+    known.etag = etag;
+    return known.ino;
+  }
+
+  /** The mount itself made `etag` the content of `path` (an upload, a copy): the inode stays. */
+  produced(path: string, etag: string): void {
+    const known = this.byPath.get(path) ?? this.allocate(path, etag);
+    known.etag = etag;
+  }
+
+  /** `path` no longer names its file (unlinked, or its changes dropped): the next file there is a new inode. */
+  release(path: string): void {
+    this.byPath.delete(path);
   }
 
   pathOf(ino: number): string | undefined {
@@ -40,12 +61,31 @@ export class InodeTable {
   }
 
   /**
-   * After a rename, the inodes the kernel holds for `from` and below answer to `to`: the kernel
-   * moved its names, and asks about those inodes by number.
+   * After a rename, the inodes of `from` and below belong to `to`: the kernel moved its names,
+   * and asks about those inodes by number.
    */
   rename(from: string, to: string): void {
-    for (const [ino, path] of this.paths) {
-      if (path === from || path.startsWith(from + '/')) this.paths.set(ino, to + path.slice(from.length));
+    const under = (root: string) => (path: string) => path === root || path.startsWith(root + '/');
+    const moved = under(from);
+    const replaced = under(to);
+    const entries = [...this.byPath];
+    for (const [path] of entries) if (replaced(path)) this.byPath.delete(path);
+    for (const [path, inode] of entries) {
+      if (!moved(path)) continue;
+      this.byPath.delete(path);
+      this.byPath.set(to + path.slice(from.length), inode);
     }
+    for (const [ino, path] of this.paths) {
+      if (moved(path)) this.paths.set(ino, to + path.slice(from.length));
+    }
+  }
+
+  private allocate(path: string, etag: string | undefined): PathInode {
+    let ino = hash32(path);
+    while (ino <= ROOT_INO || this.paths.has(ino)) ino = (ino + 1) >>> 0;
+    const inode = { ino, etag };
+    this.byPath.set(path, inode);
+    this.paths.set(ino, path);
+    return inode;
   }
 }

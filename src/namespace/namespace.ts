@@ -138,7 +138,7 @@ export class Namespace {
     return {
       kind: 'file',
       path,
-      ino: this.inodes.inoOf(path, info.etag),
+      ino: this.inodes.fileIno(path, info.etag),
       key: info.key,
       size: info.size,
       etag: info.etag,

@@ -56,13 +56,17 @@ export class PendingRecords {
     return join(this.dir, `${id}.json`);
   }
 
-  /** Replaces the record of `record.id` atomically; durable when this returns. */
-  write(record: PendingRecord): void {
+  /**
+   * Replaces the record of `record.id` atomically. With `durable` it is on disk when this returns,
+   * as it must be before local bytes it no longer lists are dropped; otherwise it survives the
+   * process (a crash) and, at worst after a power loss, a recovery uploads again what it need not.
+   */
+  write(record: PendingRecord, durable = false): void {
     const temporary = `${this.recordPath(record.id)}.tmp`;
     const fd = openSync(temporary, 'w', 0o600);
     try {
       writeSync(fd, JSON.stringify(record));
-      fsyncSync(fd);
+      if (durable) fsyncSync(fd);
     } finally {
       closeSync(fd);
     }

@@ -53,6 +53,7 @@ import type { LegacyWriteRecord } from '../cache/cache-index';
 import { errorMessage, FsError } from '../errors';
 import type { ObjectInfo, ObjectStore } from '../store/object-store';
 import { formatBytes } from '../units';
+import { ByteBudget } from '../util/byte-budget';
 import { droppable, LocalFile, newPart, partsOfRecord, sentIsCurrent, type MultipartSession, type Part } from './local-file';
 import { MAX_FILE_SIZE, partCount, partIndexOf, partRange } from './part-layout';
 import { PendingRecords, type PendingRecord } from './pending-records';
@@ -64,8 +65,9 @@ const warn = createDebug('stagefs:warn');
 const MiB = 1024 * 1024;
 /** Files up to this size are uploaded with one PUT. */
 export const SINGLE_PUT_MAX = 16 * MiB;
-/** Parts uploaded at once across all files. */
+/** Parts uploaded at once across all files, and the memory their bodies may take. */
 const PARTS_IN_FLIGHT = 4;
+const PART_MEMORY = 64 * MiB;
 /** Base bytes are copied into the local file in pieces of this size. */
 const COPY_CHUNK = 8 * MiB;
 const RETRY_TICK_MS = 1000;
@@ -101,8 +103,10 @@ export interface WritePathOptions {
   prefix: string;
   /** Frees the disk blocks of a range of a file; without it local parts are never dropped. */
   punchHole: ((fd: number, offset: number, length: number) => void) | undefined;
-  /** An upload of `file` reached the store as `info`. */
-  uploaded(file: LocalFile, info: ObjectInfo): void;
+  /** The store holds `info` under the file's key, made by the mount (an upload, or a copy on rename). */
+  stored(file: LocalFile, info: ObjectInfo): void;
+  /** The file's changes are dropped (a write failed): its path is the stored version again. */
+  abandoned(file: LocalFile): void;
   now?: () => number;
 }
 
@@ -125,6 +129,7 @@ export class WritePath {
   private readonly all = new Set<LocalFile>();
   /** Part uploads under way, which writers short of room may wait for. */
   private readonly partUploads = new Set<Promise<void>>();
+  private readonly partMemory = new ByteBudget(PART_MEMORY);
   /** Parts being sent ahead of a flush, so none is sent twice at once. */
   private readonly sending = new Set<Part>();
   /** The last failure of a part sent ahead, which a writer waiting for room must not wait out forever. */
@@ -288,6 +293,7 @@ export class WritePath {
         const moved = { ...base, key: file.key, etag: info.etag, mtime: info.mtime.getTime() };
         await this.cache.rekey(base, moved);
         this.rebase(file, moved);
+        this.options.stored(file, info);
       } else if (base && base.key === oldKey) {
         this.forgetBase(file);
       }
@@ -354,10 +360,10 @@ export class WritePath {
       try {
         await this.flush(file);
         debug('recovered %s (%s)', file.key, formatBytes(file.size));
+        this.idle(file);
       } catch (err) {
-        warn('%s stays pending: %s', file.key, errorMessage(err));
+        warn('%s stays pending: %s', file.key, errorMessage(err)); // the retry timer keeps at it
       }
-      this.idle(file);
     }
     this.timer = setInterval(() => this.retryIdle(), RETRY_TICK_MS);
     this.timer.unref();
@@ -371,11 +377,11 @@ export class WritePath {
       file.users = 0;
       try {
         await this.flush(file);
+        this.idle(file);
       } catch (err) {
         failed++;
         debug('%s stays pending: %s', file.key, errorMessage(err));
       }
-      this.idle(file);
     }
     await Promise.all([...this.all].map((file) => file.data.close()));
     if (failed) warn('%d files are not uploaded yet; the next mount uploads them', failed);
@@ -459,8 +465,8 @@ export class WritePath {
     this.persist(file);
   }
 
-  private persist(file: LocalFile): void {
-    if (this.all.has(file)) this.records.write(file.toRecord());
+  private persist(file: LocalFile, durable = false): void {
+    if (this.all.has(file)) this.records.write(file.toRecord(), durable);
   }
 
   private changed(file: LocalFile): void {
@@ -576,8 +582,8 @@ export class WritePath {
         if (!droppable(part)) continue;
         const { start, end } = partRange(index, file.size);
         part.local = false;
-        // The record says where the part's bytes are before they leave the local file.
-        this.persist(file);
+        // The record says where the part's bytes are, on disk, before they leave the local file.
+        this.persist(file, true);
         punch(file.data.fd, start, end - start);
         file.heldBytes -= end - start;
         this.cache.unstage(end - start);
@@ -596,7 +602,7 @@ export class WritePath {
       const part = file.parts[index];
       if (!part.local || sentIsCurrent(part) || part.busy > 0 || this.sending.has(part)) continue;
       this.sending.add(part);
-      const upload = this.sendPart(file, index)
+      const upload = this.sendPart(file, index, file.key)
         .catch((err: unknown) => {
           this.partFailure = err;
           debug('part %d of %s waits for the next upload: %s', index + 1, file.key, errorMessage(err));
@@ -612,31 +618,36 @@ export class WritePath {
     return tracked;
   }
 
-  /** Uploads part `index` into the file's multipart upload. */
-  private async sendPart(file: LocalFile, index: number): Promise<void> {
+  /** Uploads part `index` into the file's multipart upload under `key`. */
+  private async sendPart(file: LocalFile, index: number, key: string): Promise<void> {
     const part = file.parts[index];
-    const session = await this.sessionOf(file, file.key);
+    const session = await this.sessionOf(file, key);
     const { start, end } = partRange(index, file.size);
-    const generation = part.generation;
-    let body: Buffer;
-    if (part.local) {
-      part.busy++;
+    const current = () => file.session === session && file.parts[index] === part && partRange(index, file.size).end === end;
+    if (part.matchesBase && !part.local) {
+      const generation = part.generation;
+      const base = file.base!;
+      const etag = await this.store.uploadPartCopy(session.key, session.uploadId, index + 1, { key: base.key, etag: base.etag }, start, end);
+      if (current() && part.generation === generation && part.matchesBase) part.sent = { etag, generation };
+      return;
+    }
+    if (!part.local) return; // sent and dropped: current by construction
+    // Pinned, its bytes stay in the local file until read; the generation read is the one sent.
+    part.busy++;
+    await this.partMemory.acquire(end - start);
+    try {
+      const generation = part.generation;
+      const body = Buffer.allocUnsafe(end - start);
       try {
-        body = Buffer.allocUnsafe(end - start);
         await readFully(file, body, start);
       } finally {
         part.busy--;
       }
-    } else if (part.matchesBase) {
-      const base = file.base!;
-      const etag = await this.store.uploadPartCopy(session.key, session.uploadId, index + 1, { key: base.key, etag: base.etag }, start, end);
-      if (file.session === session && file.parts[index] === part && part.generation === generation) part.sent = { etag, generation };
-      return;
-    } else {
-      return; // sent and dropped: current by construction
+      const etag = await this.store.uploadPart(session.key, session.uploadId, index + 1, body);
+      if (current()) part.sent = { etag, generation };
+    } finally {
+      this.partMemory.release(end - start);
     }
-    const etag = await this.store.uploadPart(session.key, session.uploadId, index + 1, body);
-    if (file.session === session && file.parts[index] === part && partRange(index, file.size).end === end) part.sent = { etag, generation };
   }
 
   /** The file's multipart upload under `key`, started on first need. */
@@ -707,7 +718,7 @@ export class WritePath {
           while (next < file.parts.length) {
             const index = next++;
             if (cancelled()) throw new UploadCancelled(key);
-            if (!sentIsCurrent(file.parts[index])) await this.track(this.sendPart(file, index));
+            if (!sentIsCurrent(file.parts[index])) await this.track(this.sendPart(file, index, key));
           }
         };
         await Promise.all(Array.from({ length: PARTS_IN_FLIGHT }, sender));
@@ -746,7 +757,7 @@ export class WritePath {
     file.retry = { at: 0, delayMs: 0 };
     this.persist(file);
     debug('uploaded %s (%s, %s)', key, formatBytes(info.size), info.etag);
-    this.options.uploaded(file, info);
+    this.options.stored(file, info);
   }
 
   /** The file's parts now match `base` where their bytes did not change since they were read. */
@@ -800,6 +811,7 @@ export class WritePath {
   }
 
   private drop(file: LocalFile, why: string): void {
+    if (file.failure && this.byPath.get(file.path) === file) this.options.abandoned(file);
     this.abandonSession(file);
     this.forget(file);
     this.records.remove(file.id);
