@@ -32,6 +32,7 @@ declare module 's3rver/lib/stores/filesystem' {
 declare module 's3rver/lib/models/object' {
   class S3Object {
     constructor(bucket: string, key: string, content: null, metadata: Record<string, string>);
+    static ALLOWED_METADATA: string[];
   }
   export = S3Object;
 }

@@ -11,6 +11,7 @@ import FilesystemStore from 's3rver/lib/stores/filesystem';
 import S3Object from 's3rver/lib/models/object';
 import S3Error from 's3rver/lib/models/error';
 import AWSAccount from 's3rver/lib/models/account';
+import { makeWritesAtomic } from './atomic-writes';
 import { listKeys, type ListRequest } from './list-objects';
 import { checkSignature } from './sigv4';
 
@@ -34,6 +35,8 @@ FilesystemStore.prototype.listObjects = async function listObjects(this: Filesys
   const objects = keys.flatMap((key, i) => (metadata[i] ? [new S3Object(bucket, key, null, metadata[i])] : []));
   return { objects, commonPrefixes, isTruncated };
 };
+
+makeWritesAtomic();
 
 interface SignedContext {
   method: string;

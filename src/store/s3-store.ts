@@ -149,7 +149,7 @@ export class S3Store implements ObjectStore {
         new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, Metadata: metadata }),
       ),
     );
-    return this.infoAfterWrite(key, output.ETag);
+    return this.infoAfterWrite(key, output.ETag, body.length);
   }
 
   async createMultipart(key: string, metadata: Record<string, string> = {}): Promise<string> {
@@ -221,7 +221,7 @@ export class S3Store implements ObjectStore {
           }),
         ),
       );
-      return this.infoAfterWrite(to, output.CopyObjectResult?.ETag);
+      return this.infoAfterWrite(to, output.CopyObjectResult?.ETag, size);
     }
     const source = sourceEtag ? { key: from, etag: sourceEtag } : await this.currentVersion(from);
     const uploadId = await this.createMultipart(to, metadata ?? (await this.head(from))?.metadata);
@@ -259,11 +259,21 @@ export class S3Store implements ObjectStore {
     return { key, etag: info.etag };
   }
 
-  /** What a write left: the store's word on size and time, which later listings will repeat. */
-  private async infoAfterWrite(key: string, etag: string | undefined): Promise<ObjectInfo> {
+  /**
+   * What a write left: the store's word on size and time, which later listings will repeat.
+   * The version is the one written (its ETag and, where known, size), never another: a HEAD that
+   * finds someone else's write since, or a size other than the one written, is not believed.
+   */
+  private async infoAfterWrite(key: string, etag: string | undefined, size?: number): Promise<ObjectInfo> {
     const info = await this.head(key);
     if (!info) throw new StoreError('Server', `${key} is missing right after it was written`);
-    if (etag && info.etag !== etag) debug('%s changed again right after it was written', key);
+    if (etag && info.etag !== etag) {
+      debug('%s changed again right after it was written', key);
+      return { key, etag, size: size ?? info.size, mtime: new Date() };
+    }
+    if (size !== undefined && info.size !== size) {
+      throw new StoreError('Server', `${key}: the store reports ${info.size} bytes for the ${size} just written`);
+    }
     return info;
   }
 

@@ -50,7 +50,7 @@ import type { CacheHandle } from '../cache/staging-cache';
 import type { Reservation } from '../cache/space-ledger';
 import type { ObjectVersion } from '../cache/staged-object';
 import type { LegacyWriteRecord } from '../cache/cache-index';
-import { errorMessage, FsError } from '../errors';
+import { errorMessage, FsError, StoreError } from '../errors';
 import type { ObjectInfo, ObjectStore } from '../store/object-store';
 import { formatBytes } from '../units';
 import { ByteBudget } from '../util/byte-budget';
@@ -729,6 +729,7 @@ export class WritePath {
         info = await this.store.completeMultipart(session.key, session.uploadId, file.parts.map((part) => part.sent!.etag));
         if (file.session === session) file.session = undefined;
       }
+      if (info.size !== size) throw new StoreError('Server', `${key}: the store holds ${info.size} bytes of the ${size} uploaded`);
       this.uploaded(file, key, info, generation, partGenerations);
     } catch (err) {
       if (err instanceof UploadCancelled) {

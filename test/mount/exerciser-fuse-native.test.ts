@@ -1,4 +1,0 @@
-import t from 'tap';
-import { exerciseMount } from '../helpers/mount-exerciser';
-
-void t.test('20,000 random operations on the fuse-native engine match the model', (t) => exerciseMount(t, 'fuse-native'));
