@@ -232,6 +232,11 @@ export class Filesystem {
     if (file.clean) this.cache.noteHit(file.clean, position, position + length);
   }
 
+  /** Files open now count as in use, though the kernel may serve their reads without us (page cache, passthrough). */
+  touchOpenFiles(): void {
+    for (const file of this.handles.values()) if (file.clean) this.cache.touch(file.clean);
+  }
+
   /** The path of an inode number the kernel holds, for engines that speak in inodes. */
   pathOf(ino: number): string {
     const path = this.namespace.inodes.pathOf(ino);

@@ -14,7 +14,8 @@ import { fuseUnmount, mountAt } from '../daemon/mount-table';
 import { joinPath, parentOf } from '../namespace/paths';
 import { BufferPool } from '../util/buffer-pool';
 import { Deferred } from '../util/deferred';
-import type { Engine, EngineOptions } from './engine';
+import { abortConnection } from './connection';
+import { RequestCounts, type Engine, type EngineOptions, type EngineStats } from './engine';
 import {
   attrOut,
   entryOut,
@@ -42,7 +43,16 @@ import {
   type RequestHeader,
 } from './kernel-protocol';
 import { logFailure } from './log';
-import { EVENT_CLOSED, EVENT_HIT, EVENT_INIT, EVENT_REQUEST, type NativeAddon, type NegotiatedInfo, type Session } from './native-addon';
+import {
+  EVENT_CLOSED,
+  EVENT_HIT,
+  EVENT_INIT,
+  EVENT_REQUEST,
+  type NativeAddon,
+  type NegotiatedInfo,
+  type Session,
+  type SessionStats,
+} from './native-addon';
 
 const debug = createDebug('stagefs:native');
 const warn = createDebug('stagefs:warn');
@@ -83,7 +93,12 @@ export class NativeEngine implements Engine {
   private negotiated: NegotiatedInfo | undefined;
   private device = '';
   private readonly initialized = new Deferred<void>();
-  private readonly closed = new Deferred<void>();
+  private readonly connectionClosed = new Deferred<void>();
+  private readonly requests = new RequestCounts();
+  private passthroughOpens = 0;
+  private passthroughOpenFiles = 0;
+  /** What the C side served, as of the session's end. */
+  private finalStats: SessionStats = { fastReads: 0, fastReadBytes: 0 };
   private readonly directories = new HandleTable<DirectoryEntry[]>();
   private readonly openFiles = new Map<number, OpenFile>();
   private readonly inodeIo = new Map<number, InodeIo>();
@@ -97,6 +112,23 @@ export class NativeEngine implements Engine {
 
   get info(): NegotiatedInfo | undefined {
     return this.negotiated;
+  }
+
+  get closed(): Promise<void> {
+    return this.connectionClosed.promise;
+  }
+
+  stats(): EngineStats {
+    const served = this.session ? this.addon.stats(this.session) : this.finalStats;
+    const requests = new Map(this.requests.byOp);
+    if (served.fastReads) requests.set('read', (requests.get('read') ?? 0) + served.fastReads);
+    return {
+      requests,
+      fastReads: served.fastReads,
+      fastReadBytes: served.fastReadBytes,
+      passthroughOpens: this.passthroughOpens,
+      passthroughOpenFiles: this.passthroughOpenFiles,
+    };
   }
 
   async mount(): Promise<void> {
@@ -132,7 +164,7 @@ export class NativeEngine implements Engine {
       debug('unmount: %s', errorMessage(err));
     }
     const timer = setTimeout(() => this.abortConnection(), CLOSE_TIMEOUT_MS);
-    await this.closed.promise;
+    await this.connectionClosed.promise;
     clearTimeout(timer);
   }
 
@@ -149,9 +181,12 @@ export class NativeEngine implements Engine {
         break;
       case EVENT_CLOSED:
         if (a) warn('the FUSE device failed: errno %d', a);
-        if (this.session) this.addon.close(this.session);
+        if (this.session) {
+          this.finalStats = this.addon.stats(this.session);
+          this.addon.close(this.session);
+        }
         this.session = undefined;
-        this.closed.resolve();
+        this.connectionClosed.resolve();
         break;
     }
   }
@@ -159,6 +194,7 @@ export class NativeEngine implements Engine {
   private async handle(message: Buffer): Promise<void> {
     const header = parseHeader(message);
     const body = message.subarray(IN_HEADER_SIZE);
+    this.requests.add(opName(header.opcode));
     // A read fills a pooled buffer, free again once the reply (written synchronously) is out.
     const buffer = header.opcode === Op.READ ? this.readBuffers.take(parseReadIn(body).size) : undefined;
     let reply: Reply = undefined;
@@ -302,8 +338,11 @@ export class NativeEngine implements Engine {
       }
       const fastPath = mode === 'cached' && access !== undefined;
       if (fastPath) this.addon.registerHandle(this.session!, fh, access.fd, access.blocks, access.blockSize, access.size);
-      if (mode === 'passthrough') io.passthrough++;
-      else io.cached++;
+      if (mode === 'passthrough') {
+        io.passthrough++;
+        this.passthroughOpens++;
+        this.passthroughOpenFiles++;
+      } else io.cached++;
       this.openFiles.set(fh, { ino, mode, fastPath });
       // An inode is one version: whatever the kernel cached of it stays true.
       const openFlags = mode === 'passthrough' ? FOPEN_PASSTHROUGH : FOPEN_KEEP_CACHE;
@@ -320,6 +359,7 @@ export class NativeEngine implements Engine {
       this.openFiles.delete(fh);
       if (file.fastPath) this.addon.unregisterHandle(this.session!, fh);
       const io = this.inodeIo.get(file.ino)!;
+      if (file.mode === 'passthrough') this.passthroughOpenFiles--;
       if (file.mode === 'cached') io.cached--;
       else if (--io.passthrough === 0 && io.backing !== undefined) {
         this.addon.backingClose(this.session!, io.backing);
@@ -347,14 +387,10 @@ export class NativeEngine implements Engine {
    */
   private abortConnection(): void {
     warn('the mount is still busy %ds after unmount; cutting it off', CLOSE_TIMEOUT_MS / 1000);
-    const minor = this.device.split(':')[1];
-    try {
-      if (minor) writeFileSync(`/sys/fs/fuse/connections/${minor}/abort`, '1');
-    } catch (err) {
-      debug('fusectl abort unavailable: %s', errorMessage(err));
-    }
+    abortConnection(this.device);
+    if (this.session) this.finalStats = this.addon.stats(this.session);
     this.session = undefined;
-    this.closed.resolve();
+    this.connectionClosed.resolve();
   }
 }
 
