@@ -115,7 +115,8 @@ function foreignLines(logPath: string, from: number): string[] {
       .toString('utf8')
       .split('\n')
       .map((line) => line.trim())
-      .filter((line) => line && !/^\d{4}-\d\d-\d\dT[\d:.]+Z stagefs:/.test(line))
+      // Not the logger's lines, nor the daemon's own last words (its error, already in hand).
+      .filter((line) => line && !/^\d{4}-\d\d-\d\dT[\d:.]+Z stagefs:/.test(line) && !line.startsWith('stagefs '))
       .slice(-5);
   } finally {
     closeSync(fd);

@@ -5,7 +5,7 @@
 import Fuse from 'fuse-native';
 import { constants } from 'node:fs';
 import createDebug from 'debug';
-import { FsError, errorMessage, negativeErrno, type ErrnoCode } from '../errors';
+import { CommandError, FsError, errorMessage, negativeErrno, type ErrnoCode } from '../errors';
 import type { Attr, Filesystem } from '../fs/filesystem';
 import { mountAt } from '../daemon/mount-table';
 import { Deferred } from '../util/deferred';
@@ -70,7 +70,8 @@ export class FuseNativeEngine implements Engine {
     try {
       await new Promise<void>((resolve, reject) =>
         fuse.mount((err) =>
-          err ? reject(new Error(`libfuse could not mount ${options.mountpoint} (${err.message}); its reason, if it gave one, is logged above`)) : resolve(),
+          // libfuse writes its reason to stderr itself; a background mount's parent adds it to this message.
+          err ? reject(new CommandError(`libfuse could not mount ${options.mountpoint} (${err.message})`)) : resolve(),
         ),
       );
     } finally {

@@ -7,7 +7,7 @@
 import { constants, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import createDebug from 'debug';
-import { FsError, errnoOf, errorMessage } from '../errors';
+import { CommandError, FsError, errnoOf, errorMessage } from '../errors';
 import type { Filesystem } from '../fs/filesystem';
 import { HandleTable } from '../fs/handle-table';
 import { fuseUnmount, mountAt } from '../daemon/mount-table';
@@ -133,12 +133,13 @@ export class NativeEngine implements Engine {
 
   async mount(): Promise<void> {
     const { options } = this;
-    const fd = this.addon.mount({
-      mountpoint: options.mountpoint,
-      source: options.source,
-      allowOther: options.allowOther,
-      readOnly: options.readOnly,
-    });
+    let fd: number;
+    try {
+      fd = this.addon.mount({ mountpoint: options.mountpoint, source: options.source, allowOther: options.allowOther, readOnly: options.readOnly });
+    } catch (err) {
+      // The reason, fusermount3's own words included: for the admin, not a crash to trace.
+      throw new CommandError(errorMessage(err));
+    }
     const threads = Math.max(4, availableParallelism());
     this.session = this.addon.open(fd, { threads, passthrough: true }, (kind, a, b, c) => this.onEvent(kind, a, b, c));
     const timer = setTimeout(() => this.initialized.reject(new Error('the kernel did not send INIT within 10s')), INIT_TIMEOUT_MS);

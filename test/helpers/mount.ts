@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import { isStagefsMount, mountAt } from '../../src/daemon/mount-table';
+import { mountRecordFor } from '../../src/daemon/runtime-registry';
 import { BUCKET, type TestS3 } from './s3';
 
 export const CLI = join(__dirname, '..', '..', 'src', 'cli', 'main.js');
@@ -113,7 +114,8 @@ export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promi
     liveMountpoints.delete(mountpoint);
   };
   t.teardown(unmount);
-  await waitFor(mounted, MOUNT_TIMEOUT_MS, `the mount at ${mountpoint}`, () =>
+  // Serving once it is in the mount table; registered (for commands that find it) just after.
+  await waitFor(() => mounted() && mountRecordFor(mountpoint) !== undefined, MOUNT_TIMEOUT_MS, `the mount at ${mountpoint}`, () =>
     daemon.exitCode !== null ? `stagefs mount exited with ${daemon.exitCode}: ${output}` : undefined,
   );
   return { mountpoint, cacheDir, daemon, path: (relative) => join(mountpoint, relative), output: () => output, unmount };

@@ -196,6 +196,7 @@ engineTest(t, 'pin, unpin, evict and prefetch from the command line', async (t, 
   const tooBig = await runCli(['cache', 'prefetch', second.path('tmpl')]);
   t.equal(tooBig.code, 1, 'prefetching more than the cache holds fails');
   t.match(tooBig.stderr, /no room in the cache/);
+  t.match(tooBig.stderr, /FAILED: \d+ files?/, 'the progress line says it failed');
   const missing = await runCli(['cache', 'pin', second.path('tmpl/nope')]);
   t.match(missing.stderr, /no such file or directory/);
   const outside = await runCli(['cache', 'pin', '/etc/hostname']);
