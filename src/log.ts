@@ -58,7 +58,15 @@ export function enableLogging(env: NodeJS.ProcessEnv = process.env, options: Log
     return { reopen: () => undefined };
   }
   let fd = openLog(file);
-  createDebug.log = (...args: unknown[]) => void writeSync(fd, format(...args) + '\n');
+  createDebug.log = (...args: unknown[]) => {
+    const line = format(...args) + '\n';
+    try {
+      writeSync(fd, line);
+    } catch {
+      // The log file cannot take it (a full disk): the line goes to stderr rather than nowhere.
+      process.stderr.write(line);
+    }
+  };
   return {
     reopen() {
       const next = openLog(file);

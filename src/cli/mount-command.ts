@@ -23,7 +23,7 @@ export interface MountRequest {
   options: MountOptions;
   /** Say nothing on success (mount(8) helpers do not). */
   quiet?: boolean;
-  /** Check everything that can be checked without mounting, and stop (mount -f). */
+  /** Check the source and options, and stop without mounting (mount -f). */
   fake?: boolean;
 }
 

@@ -34,6 +34,11 @@ export function serviceManagerFromEnv(env: NodeJS.ProcessEnv = process.env, load
   return new SystemdNotifier(socket, loaded.addon);
 }
 
+/** A field ends at a newline. */
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, '; ');
+}
+
 class SystemdNotifier implements ServiceManager {
   private failed = false;
 
@@ -43,15 +48,15 @@ class SystemdNotifier implements ServiceManager {
   ) {}
 
   status(text: string): void {
-    this.send(`STATUS=${text}`);
+    this.send(`STATUS=${oneLine(text)}`);
   }
 
   ready(text: string): void {
-    this.send(`READY=1\nSTATUS=${text}`);
+    this.send(`READY=1\nSTATUS=${oneLine(text)}`);
   }
 
   stopping(text: string): void {
-    this.send(`STOPPING=1\nSTATUS=${text}`);
+    this.send(`STOPPING=1\nSTATUS=${oneLine(text)}`);
   }
 
   private send(message: string): void {
