@@ -14,6 +14,7 @@
 
 #include "fuse_abi.h"
 #include "mount.h"
+#include "notify.h"
 #include "session.h"
 
 #define CHECK(call)                                                   \
@@ -315,6 +316,46 @@ static napi_value js_info(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* stats(session) -> what the request threads served on their own */
+static napi_value js_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session *s = get_session(env, argv[0]);
+  if (!s) return NULL;
+  CHECK(napi_create_object(env, &result));
+  set_number(env, result, "fastReads", (double)atomic_load(&s->fast_reads));
+  set_number(env, result, "fastReadBytes", (double)atomic_load(&s->fast_read_bytes));
+  return result;
+}
+
+/* notify(socketPath, message) -> 0 or errno */
+static napi_value js_notify(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char path[256], message[4096];
+  size_t length;
+  if (argc < 2 || napi_get_value_string_utf8(env, argv[0], path, sizeof(path), &length) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], message, sizeof(message), &length) != napi_ok) {
+    napi_throw_type_error(env, NULL, "notify: a socket path and a message are required");
+    return NULL;
+  }
+  CHECK(napi_create_int32(env, stagefs_notify(path, message), &result));
+  return result;
+}
+
+/* redirectStderr(fd): standard error now writes to fd */
+static napi_value js_redirect_stderr(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  CHECK(napi_get_value_int32(env, argv[0], &fd));
+  if (dup2(fd, STDERR_FILENO) < 0) return throw_errno(env, errno, "redirectStderr: dup2 failed");
+  return NULL;
+}
+
 /* close(session): after the CLOSED event; joins threads, closes the device, frees everything */
 static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -362,6 +403,9 @@ static napi_value init(napi_env env, napi_value exports) {
       {"backingOpen", NULL, js_backing_open, NULL, NULL, NULL, napi_default, NULL},
       {"backingClose", NULL, js_backing_close, NULL, NULL, NULL, napi_default, NULL},
       {"info", NULL, js_info, NULL, NULL, NULL, napi_default, NULL},
+      {"stats", NULL, js_stats, NULL, NULL, NULL, napi_default, NULL},
+      {"notify", NULL, js_notify, NULL, NULL, NULL, napi_default, NULL},
+      {"redirectStderr", NULL, js_redirect_stderr, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, js_punch_hole, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -55,6 +55,9 @@ typedef struct session {
   pthread_cond_t reader_done;
   fast_handle *handles[SESSION_HANDLE_BUCKETS];
   atomic_int live_threads;
+  /* Reads the fast path answered, and their bytes; read by JavaScript for metrics. */
+  atomic_uint_fast64_t fast_reads;
+  atomic_uint_fast64_t fast_read_bytes;
   int want_passthrough;
   /* Negotiated at INIT. */
   uint32_t proto_minor;

@@ -2,10 +2,13 @@
  * The one typed, validated configuration of a mount. Sizes and durations are parsed here, once,
  * and every error names the option it came from.
  */
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { UsageError } from './errors';
-import { parseDuration, parseSize, UnitParseError } from './units';
+import { profileName, profileSettings } from './store/aws-config';
+import { formatBytes, parseDuration, parseSize, UnitParseError } from './units';
 
 export interface BucketLocation {
   bucket: string;
@@ -17,6 +20,10 @@ export interface StoreConfig extends BucketLocation {
   endpoint: string | undefined;
   region: string;
   pathStyle: boolean;
+  /** The shared-config profile asked for (--profile); the SDK otherwise follows AWS_PROFILE. */
+  profile: string | undefined;
+  /** CA certificates to trust instead of the built-in ones, and where that choice came from. */
+  caBundle: { path: string; source: string } | undefined;
 }
 
 export interface CacheConfig {
@@ -33,10 +40,24 @@ export interface CacheConfig {
 
 export type EngineName = 'native' | 'fuse-native';
 
+/** Where the metrics endpoint listens. */
+export interface MetricsAddress {
+  host: string;
+  port: number;
+}
+
 export interface MountConfig {
   store: StoreConfig;
   cache: CacheConfig;
+  /**
+   * Where this mount's durable state belongs (written data not uploaded yet), apart from the
+   * cache, which may be wiped. Nothing is kept there yet: the write path still uses the cache dir.
+   */
+  stateDir: string;
   mountpoint: string;
+  /** Log here instead of standard error; reopened on SIGHUP. */
+  logFile: string | undefined;
+  metrics: MetricsAddress | undefined;
   metadataTtlMs: number;
   readOnly: boolean;
   foreground: boolean;
@@ -65,6 +86,11 @@ export interface MountOptions {
   uid?: string;
   gid?: string;
   engine?: string;
+  profile?: string;
+  'ca-bundle'?: string;
+  'log-file'?: string;
+  metrics?: string;
+  'state-dir'?: string;
 }
 
 export const DEFAULTS = {
@@ -81,17 +107,58 @@ export const DEFAULTS = {
 const MIN_BLOCK_SIZE = 4096;
 const MAX_BLOCK_SIZE = 64 * 1024 * 1024;
 
-export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (process.getuid?.() === 0) return '/var/cache/stagefs';
+const isRoot = () => process.getuid?.() === 0;
+
+/** The directory under which each mount gets its own cache dir by default. */
+export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (isRoot()) return '/var/cache/stagefs';
   return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'stagefs');
 }
 
 /**
- * Where files written through a mount keep their data and records until uploaded: apart from
- * the staged files, so reconciling or evicting the cache never touches them.
+ * Where files written through a mount keep their data and records until uploaded: in the state
+ * dir, which is not wiped as a cache is, and apart from the staged files, so reconciling or
+ * evicting the cache never touches them.
  */
-export function writeDirOf(cacheDir: string): string {
-  return join(cacheDir, 'pending');
+export function writeDirOf(stateDir: string): string {
+  return join(stateDir, 'pending');
+}
+
+const STATE_DIR_LINK = 'state-dir';
+
+/** The cache dir names its mount's state dir, so admin tools reading a cache find its pending writes. */
+export function linkStateDir(cacheDir: string, stateDir: string): void {
+  writeFileSync(join(cacheDir, STATE_DIR_LINK), `${stateDir}\n`, { mode: 0o600 });
+}
+
+export function stateDirOf(cacheDir: string): string | undefined {
+  try {
+    return readFileSync(join(cacheDir, STATE_DIR_LINK), 'utf8').trim() || undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** The directory under which each mount gets its own state dir by default. */
+export function stateRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (isRoot()) return '/var/lib/stagefs';
+  return join(env.XDG_STATE_HOME || join(homedir(), '.local', 'state'), 'stagefs');
+}
+
+function readable(text: string): string {
+  return text.replace(/[^A-Za-z0-9._-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
+}
+
+/**
+ * A directory name of its own for a mount of `location` at `mountpoint`, so mounts on one host
+ * need no flags to keep apart: readable (bucket, prefix, mountpoint), and a hash of the three
+ * so that names that read alike never collide.
+ */
+export function mountDirName(location: BucketLocation, mountpoint: string): string {
+  const hash = createHash('sha256').update(`${location.bucket}\0${location.prefix}\0${mountpoint}`).digest('hex').slice(0, 10);
+  const source = readable(`${location.bucket}-${location.prefix}`);
+  return `${source}@${readable(mountpoint) || 'root'}.${hash}`;
 }
 
 /** "s3://bucket/some/prefix" -> { bucket, prefix: "some/prefix/" }. */
@@ -152,19 +219,24 @@ function needsPathStyle(endpoint: string | undefined): boolean {
   return host === 'localhost' || /^[\d.]+$/.test(host) || host.startsWith('[');
 }
 
-export function buildCacheConfig(options: MountOptions, env: NodeJS.ProcessEnv = process.env): CacheConfig {
+export function buildCacheConfig(options: MountOptions, defaultDir?: string): CacheConfig {
   const blockSize = option('block-size', options['block-size'] ?? DEFAULTS.blockSize, parseSize);
   if (blockSize < MIN_BLOCK_SIZE || blockSize > MAX_BLOCK_SIZE || blockSize % MIN_BLOCK_SIZE !== 0) {
     throw new UsageError('--block-size: must be a multiple of 4KiB between 4KiB and 64MiB');
   }
   const capacityBytes = option('cache-size', options['cache-size'] ?? DEFAULTS.cacheSize, parseSize);
+  if (capacityBytes < blockSize) {
+    throw new UsageError(`--cache-size: ${formatBytes(capacityBytes)} is less than one block (${formatBytes(blockSize)}, --block-size)`);
+  }
+  const dir = options['cache-dir'] ?? defaultDir;
+  if (!dir) throw new UsageError('--cache-dir is required');
   const highWatermark = watermark('high-watermark', options['high-watermark'] ?? DEFAULTS.highWatermark);
   const lowWatermark = watermark('low-watermark', options['low-watermark'] ?? DEFAULTS.lowWatermark);
   if (lowWatermark > highWatermark) throw new UsageError('--low-watermark must not be above --high-watermark');
   const sweepIntervalMs = option('sweep-interval', options['sweep-interval'] ?? DEFAULTS.sweepInterval, parseDuration);
   if (sweepIntervalMs < 100) throw new UsageError('--sweep-interval: must be at least 100ms');
   return {
-    dir: resolve(options['cache-dir'] ?? defaultCacheDir(env)),
+    dir: resolve(dir),
     capacityBytes,
     blockSize,
     maxAgeMs: option('max-age', options['max-age'] ?? DEFAULTS.maxAge, parseDuration),
@@ -186,15 +258,24 @@ export function buildMountConfig(
   if (engine !== undefined && engine !== 'native' && engine !== 'fuse-native') {
     throw new UsageError(`--engine: '${engine}' is not an engine; choose native or fuse-native`);
   }
+  const absoluteMountpoint = resolve(mountpoint);
+  const dirName = mountDirName(location, absoluteMountpoint);
+  const profile = profileName(options.profile, env);
+  const settings = profileSettings(profile, env);
   return {
     store: {
       ...location,
       endpoint,
-      region: options.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? DEFAULTS.region,
+      region: options.region ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION ?? settings.region ?? DEFAULTS.region,
       pathStyle: options['path-style'] ?? needsPathStyle(endpoint),
+      profile: options.profile,
+      caBundle: caBundle(options['ca-bundle'], env, profile, settings.ca_bundle),
     },
-    cache: buildCacheConfig(options, env),
-    mountpoint: resolve(mountpoint),
+    cache: buildCacheConfig(options, join(cacheRoot(env), dirName)),
+    stateDir: resolve(options['state-dir'] ?? join(stateRoot(env), dirName)),
+    mountpoint: absoluteMountpoint,
+    logFile: options['log-file'] === undefined ? undefined : resolve(options['log-file']),
+    metrics: options.metrics === undefined ? undefined : metricsAddress(options.metrics),
     metadataTtlMs: option('metadata-ttl', options['metadata-ttl'] ?? DEFAULTS.metadataTtl, parseDuration),
     readOnly: options['read-only'] ?? false,
     foreground: options.foreground ?? false,
@@ -203,4 +284,21 @@ export function buildMountConfig(
     gid: id('gid', options.gid, process.getgid?.() ?? 0),
     engine,
   };
+}
+
+/** The CA bundle to trust, as the AWS CLI chooses it: the flag, AWS_CA_BUNDLE, the profile's ca_bundle. */
+function caBundle(flag: string | undefined, env: NodeJS.ProcessEnv, profile: string, fromProfile: string | undefined): StoreConfig['caBundle'] {
+  if (flag) return { path: resolve(flag), source: '--ca-bundle' };
+  if (env.AWS_CA_BUNDLE) return { path: resolve(env.AWS_CA_BUNDLE), source: 'AWS_CA_BUNDLE' };
+  if (fromProfile) return { path: resolve(fromProfile.replace(/^~(?=\/)/, env.HOME || homedir())), source: `ca_bundle of profile '${profile}'` };
+  return undefined;
+}
+
+/** "127.0.0.1:9100", "[::1]:9100" or a bare port (loopback). */
+export function metricsAddress(text: string): MetricsAddress {
+  const match = /^(?:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):)?(\d{1,5})$/.exec(text.trim());
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port > 65535) throw new UsageError(`--metrics: '${text}' is not an address; expected HOST:PORT, e.g. 127.0.0.1:9100`);
+  const host = match[1] === undefined ? '127.0.0.1' : match[1].replace(/^\[|\]$/g, '');
+  return { host: host || '0.0.0.0', port };
 }

@@ -205,9 +205,18 @@ export class StagingCache {
     const object = handle.object;
     if (!object) return;
     object.lastAccess = this.now();
+    this.changed.add(object);
     this.count('hits', 1);
     const window = handle.readahead.onRead(position, end);
     if (window) this.readAhead(object, handle.readahead, end, window);
+  }
+
+  /** An open handle is in use even while its reads never reach the cache (page cache, passthrough). */
+  touch(handle: CacheHandle): void {
+    const object = handle.object;
+    if (!object) return;
+    object.lastAccess = this.now();
+    this.changed.add(object);
   }
 
   /** Opens the staging file of a handle for direct reads; undefined for an empty object. */

@@ -54,6 +54,7 @@ export async function cacheCommand(args: string[]): Promise<number> {
     const bar = op === 'prefetch' ? new ProgressBar('prefetch') : undefined;
     const staged = new Map<string, number>();
     let total = 0;
+    let failedHere = 0;
     for await (const reply of control(target.mount.controlSocket, { op: op as ControlOp, paths: target.paths.map((p) => p.inside) })) {
       switch (reply.type) {
         case 'plan':
@@ -69,6 +70,7 @@ export async function cacheCommand(args: string[]): Promise<number> {
             if (reply.detail) report.push(`${shown(reply.path)}: ${reply.detail}`);
           } else {
             failures++;
+            failedHere++;
             bar?.clear();
             console.error(`stagefs cache ${op}: ${shown(reply.path)}: ${reply.error}`);
           }
@@ -77,7 +79,7 @@ export async function cacheCommand(args: string[]): Promise<number> {
           break;
       }
     }
-    if (bar) bar.finish(sum(staged), total);
+    if (bar) bar.finish(sum(staged), total, failedHere);
     bytes += total;
   }
   if (op === 'evict') for (const line of report) console.log(line);

@@ -1,21 +1,29 @@
 /** `stagefs status`: the cache as its index says, readable while the mount runs. */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CacheIndex, type EntryRecord } from '../cache/cache-index';
-import { writeDirOf } from '../config';
+import { cacheRoot, stateDirOf, writeDirOf } from '../config';
+import { isStagefsMount, mountAt } from '../daemon/mount-table';
+import { liveMounts, mountRecordFor } from '../daemon/runtime-registry';
 import { readPendingWrites, type PendingWrite } from '../write/pending-records';
-import { defaultCacheDir } from '../config';
-import { liveMounts } from '../daemon/runtime-registry';
 import { CommandError } from '../errors';
 import { formatBytes } from '../units';
-import { parseCommandArgs } from './args';
+import { expectPositionals, parseCommandArgs } from './args';
 import { HELP } from './usage';
 
 const LARGEST_SHOWN = 20;
 
 export interface StatusReport {
   cacheDir: string;
-  mount: { mountpoint: string; source: string; pid: number; engine: string } | null;
+  mount: {
+    mountpoint: string;
+    source: string;
+    pid: number;
+    engine: string;
+    /** Unmounted lazily (umount -l) and still serving the files left open. */
+    detached: boolean;
+    metrics: string | null;
+  } | null;
   capacityBytes: number | null;
   stagedBytes: number;
   reservedBytes: number;
@@ -34,14 +42,31 @@ export interface StatusReport {
   }>;
 }
 
-function chooseCacheDir(flag: string | undefined): string {
+/** Cache dirs under the default root, for a hint when no mount runs. */
+function cachesUnder(root: string): string[] {
+  if (!existsSync(root)) return [];
+  return readdirSync(root, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory() && existsSync(join(root, entry.name, 'index')))
+    .map((entry) => join(root, entry.name));
+}
+
+function chooseCacheDir(mountpoint: string | undefined, flag: string | undefined): string {
   if (flag) return resolve(flag);
+  if (mountpoint) {
+    const record = mountRecordFor(resolve(mountpoint));
+    if (!record) throw new CommandError(`no stagefs mount is running at ${resolve(mountpoint)}`);
+    return record.cacheDir;
+  }
   const mounts = liveMounts();
   if (mounts.length === 1) return mounts[0].cacheDir;
   if (mounts.length > 1) {
-    throw new CommandError(`several mounts are running; choose one with --cache-dir (${mounts.map((m) => `${m.cacheDir} for ${m.mountpoint}`).join(', ')})`);
+    throw new CommandError(`several mounts are running; name one: ${mounts.map((m) => `stagefs status ${m.mountpoint}`).join(', ')}`);
   }
-  return defaultCacheDir();
+  const caches = cachesUnder(cacheRoot());
+  if (caches.length === 1) return caches[0];
+  throw new CommandError(
+    `no stagefs mount is running; give a MOUNTPOINT or --cache-dir DIR${caches.length ? ` (caches: ${caches.join(', ')})` : ''}`,
+  );
 }
 
 export function readStatus(cacheDir: string): StatusReport {
@@ -51,10 +76,20 @@ export function readStatus(cacheDir: string): StatusReport {
     const records: EntryRecord[] = index.entries();
     const space = index.space();
     const mount = liveMounts().find((m) => m.cacheDir === cacheDir);
-    const pending = readPendingWrites(writeDirOf(cacheDir)).filter((w) => w.dirty);
+    const stateDir = stateDirOf(cacheDir);
+    const pending = stateDir ? readPendingWrites(writeDirOf(stateDir)).filter((w) => w.dirty) : [];
     return {
       cacheDir,
-      mount: mount ? { mountpoint: mount.mountpoint, source: mount.source, pid: mount.pid, engine: mount.engine } : null,
+      mount: mount
+        ? {
+            mountpoint: mount.mountpoint,
+            source: mount.source,
+            pid: mount.pid,
+            engine: mount.engine,
+            detached: !isStagefsMount(mountAt(mount.mountpoint)),
+            metrics: mount.metrics ?? null,
+          }
+        : null,
       capacityBytes: space?.capacityBytes ?? null,
       stagedBytes: space?.stagedBytes ?? records.reduce((sum, r) => sum + r.stagedBytes, 0),
       reservedBytes: mount ? (space?.reservedBytes ?? 0) : 0,
@@ -87,8 +122,10 @@ function printStatus(report: StatusReport): void {
   const lines = [
     `cache      ${report.cacheDir}`,
     report.mount
-      ? `mount      ${report.mount.source} at ${report.mount.mountpoint} (pid ${report.mount.pid}, engine ${report.mount.engine})`
+      ? `mount      ${report.mount.source} at ${report.mount.mountpoint} (pid ${report.mount.pid}, engine ${report.mount.engine})` +
+        (report.mount.detached ? '; unmounted lazily, serving the files left open' : '')
       : 'mount      not mounted',
+    ...(report.mount?.metrics ? [`metrics    ${report.mount.metrics}`] : []),
     `capacity   ${report.capacityBytes === null ? 'unknown' : formatBytes(report.capacityBytes)}`,
     `staged     ${formatBytes(report.stagedBytes)}${percent(report.stagedBytes, report.capacityBytes)}`,
     `reserved   ${formatBytes(report.reservedBytes)}`,
@@ -116,7 +153,7 @@ function printStatus(report: StatusReport): void {
 }
 
 export async function statusCommand(args: string[]): Promise<number> {
-  const { values, help } = parseCommandArgs<{ 'cache-dir'?: string; json?: boolean }>(args, {
+  const { values, positionals, help } = parseCommandArgs<{ 'cache-dir'?: string; json?: boolean }>(args, {
     'cache-dir': { type: 'string' },
     json: { type: 'boolean' },
   });
@@ -124,7 +161,8 @@ export async function statusCommand(args: string[]): Promise<number> {
     console.log(HELP.status);
     return 0;
   }
-  const report = readStatus(chooseCacheDir(values['cache-dir']));
+  expectPositionals(positionals, ['MOUNTPOINT'], 1);
+  const report = readStatus(chooseCacheDir(positionals[0], values['cache-dir']));
   if (values.json) console.log(JSON.stringify(report, null, 2));
   else printStatus(report);
   return 0;

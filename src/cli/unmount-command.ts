@@ -39,6 +39,6 @@ async function waitForExit(pid: number): Promise<void> {
       console.error(`stagefs: waiting for the daemon (pid ${pid}) to finish`);
       told = true;
     }
-    await sleep(100);
+    await sleep(20);
   }
 }

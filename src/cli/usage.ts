@@ -6,10 +6,12 @@ export const USAGE: Record<string, string> = {
     'usage: stagefs mount s3://BUCKET[/PREFIX] MOUNTPOINT [--endpoint URL] [--region R] [--path-style]\n' +
     '    [--cache-dir DIR] [--cache-size SIZE] [--block-size SIZE] [--metadata-ttl DURATION]\n' +
     '    [--read-only] [--foreground] [--allow-other] [--uid N] [--gid N] [--engine native|fuse-native]\n' +
-    '    [--max-age DURATION] [--sweep-interval DURATION] [--high-watermark N%] [--low-watermark N%]',
+    '    [--max-age DURATION] [--sweep-interval DURATION] [--high-watermark N%] [--low-watermark N%]\n' +
+    '    [--profile NAME] [--ca-bundle FILE] [--log-file FILE] [--metrics HOST:PORT] [--state-dir DIR] [-o OPTION,...]\n' +
+    '       mount -t fuse.stagefs s3://BUCKET[/PREFIX] MOUNTPOINT [-o OPTION,...]',
   unmount: 'usage: stagefs unmount MOUNTPOINT',
   demo: 'usage: stagefs demo [MOUNTPOINT]',
-  status: 'usage: stagefs status [--cache-dir DIR] [--json]',
+  status: 'usage: stagefs status [MOUNTPOINT | --cache-dir DIR] [--json]',
   cache: 'usage: stagefs cache prefetch|pin|unpin|evict PATH...',
 };
 
@@ -22,11 +24,15 @@ locally and uploaded on close and fsync; a crash before the upload loses nothing
 mount uploads them first).
 
   --endpoint URL          S3 endpoint (default: AWS_ENDPOINT_URL_S3, else AWS)
-  --region R              region (default: AWS_REGION, else ${DEFAULTS.region})
+  --region R              region (default: AWS_REGION, else the profile's, else ${DEFAULTS.region})
+  --profile NAME          AWS profile for credentials, region and ca_bundle (default: AWS_PROFILE)
+  --ca-bundle FILE        CA certificates (PEM) to trust for an https endpoint (default:
+                          AWS_CA_BUNDLE, else the profile's ca_bundle, else the built-in CAs)
   --path-style            path-style addressing (automatic for IP and localhost endpoints)
-  --cache-dir DIR         staging cache and its index (default: /var/cache/stagefs as root,
-                          else ~/.cache/stagefs); one mount per cache dir
-  --cache-size SIZE       bound on staged plus reserved bytes (default ${DEFAULTS.cacheSize})
+  --cache-dir DIR         staging cache and its index, private to the daemon's user (default:
+                          one per mount under /var/cache/stagefs as root, else ~/.cache/stagefs)
+  --cache-size SIZE       bound on staged plus reserved bytes (default ${DEFAULTS.cacheSize}); at least
+                          one block, and no more than the cache disk's free space plus what the cache holds
   --block-size SIZE       unit of fetching and staging (default ${DEFAULTS.blockSize})
   --metadata-ttl DURATION how long listings and stats are trusted (default ${DEFAULTS.metadataTtl})
   --max-age DURATION      evict entries idle this long; 0 keeps them (default ${DEFAULTS.maxAge})
@@ -34,16 +40,25 @@ mount uploads them first).
   --high-watermark N%     past this share of --cache-size, evict least recently used entries...
   --low-watermark N%      ...down to this share (defaults ${DEFAULTS.highWatermark}, ${DEFAULTS.lowWatermark})
   --read-only             refuse every change (EROFS); the mount is writable otherwise
-  --foreground            stay attached; Ctrl-C or SIGTERM unmounts
+  --foreground            stay attached, logging to stderr; Ctrl-C or SIGTERM unmounts
   --allow-other           let other users reach the mount (permissions are checked)
   --uid N, --gid N        owner shown for every file (default: the mounting user)
   --engine E              native (C engine: staged reads in C, kernel passthrough) or
                           fuse-native (portable); default native where it loads
+  --log-file FILE         log here instead of stderr; SIGHUP reopens it (default without
+                          --foreground: CACHE_DIR/stagefs.log)
+  --metrics HOST:PORT     serve Prometheus metrics at http://HOST:PORT/metrics (off by default)
+  --state-dir DIR         reserved for written files not uploaded yet (default: one per mount
+                          under /var/lib/stagefs as root, else ~/.local/state/stagefs); unused so far
+  -o OPTION,...           the flags above as mount options: cache_size=20G,ro,allow_other,...
 
 Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE. Flags win over the
 environment. Sizes: 4096, 512MiB, 10GiB. Durations: 500ms, 30s, 10m, 24h.
-Without --foreground the command returns once the mount is up; the daemon logs to
-CACHE_DIR/stagefs.log (set DEBUG=stagefs:* for detail).`,
+Without --foreground the command returns once the mount is up (set DEBUG=stagefs:* for detail).
+
+As a mount(8) helper (mount -t fuse.stagefs, fstab type fuse.stagefs) every flag is an option
+with '_' for '-' (cache_dir=, cache_size=, read_only or ro, allow_other, uid=, ...); rw, suid,
+dev, exec, auto, noauto, nofail, _netdev, atime options and x-systemd.* are accepted and ignored.`,
   unmount: `${USAGE.unmount}
 
 Unmounts a stagefs mount and waits for its daemon to finish. Fails, changing nothing, while
@@ -57,8 +72,8 @@ removes everything the demo made.`,
 
 Shows the staging cache: capacity, staged and reserved bytes, entries, hits, misses, bytes
 fetched, evictions, bypassed reads, and the largest entries with their open handles, last
-access and state. Works while the mount runs. Without --cache-dir: the cache of the one running
-mount, else the default cache dir. --json prints one object.`,
+access and state. Works while the mount runs. MOUNTPOINT names a running mount; without it or
+--cache-dir: the cache of the one running mount. --json prints one object.`,
   cache: `${USAGE.cache}
 
 Acts on files of a running mount; PATH is a file or directory inside the mount.
@@ -77,4 +92,5 @@ commands:
   status    show the staging cache
   cache     prefetch, pin, unpin or evict files of a mount
 
-Run 'stagefs <command> --help' for a command's options.`;
+Run 'stagefs <command> --help' for a command's options; 'stagefs --version' for the version.
+As a mount(8) helper: mount -t fuse.stagefs s3://BUCKET[/PREFIX] MOUNTPOINT -o OPTIONS`;

@@ -17,6 +17,9 @@ export interface MountRecord {
   controlSocket: string;
   engine: string;
   startedAt: string;
+  /** The metrics endpoint, when the mount serves one. */
+  metrics?: string;
+  logFile?: string;
 }
 
 export function runtimeDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -34,13 +37,22 @@ export function controlSocketPath(mountpoint: string): string {
   return join(runtimeDir(), `${recordName(mountpoint)}.sock`);
 }
 
+/** Whether a process runs: an exited one that its parent has not reaped yet (a zombie) does not. */
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false; // reaped meanwhile
+    throw err;
+  }
+  // "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ')'.
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
 }
 
 export function register(record: MountRecord): void {
@@ -113,8 +125,9 @@ export function lockCacheDir(cacheDir: string, mountpoint: string): () => void {
       if (!(err instanceof SyntaxError) && (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     if (holder && isAlive(holder.pid) && holder.pid !== process.pid) {
+      const detached = holder.mountpoint === mountpoint ? ', which was unmounted lazily and still serves files left open' : '';
       throw new CommandError(
-        `cache dir ${cacheDir} is in use by the mount at ${holder.mountpoint} (pid ${holder.pid}); give this mount its own --cache-dir`,
+        `cache dir ${cacheDir} is in use by the mount at ${holder.mountpoint} (pid ${holder.pid}${detached}); give this mount its own --cache-dir`,
       );
     }
     try {

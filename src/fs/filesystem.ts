@@ -125,6 +125,11 @@ export class Filesystem {
     return this.writes.drain();
   }
 
+  /** Files written through the mount and not uploaded yet. */
+  pendingUploads(): { count: number; bytes: number } {
+    return this.writes.pending();
+  }
+
   /** An engine that serves reads itself registers how to stop doing so for a handle. */
   onDirectAccessRevoked(revoke: (fh: number) => void): void {
     this.revokeDirect = revoke;
@@ -270,6 +275,11 @@ export class Filesystem {
   openHandleOf(path: string): number | undefined {
     for (const [fh, file] of this.handles.entries()) if (file.path === path) return fh;
     return undefined;
+  }
+
+  /** Files open now count as in use, though the kernel may serve their reads without us (page cache, passthrough). */
+  touchOpenFiles(): void {
+    for (const { reading } of this.handles.values()) if (reading.kind === 'object') this.cache.touch(reading.handle);
   }
 
   /** The path of an inode number the kernel holds, for engines that speak in inodes. */

@@ -4,10 +4,23 @@
  */
 import Fuse from 'fuse-native';
 import { constants } from 'node:fs';
-import { FsError, negativeErrno, type ErrnoCode } from '../errors';
+import createDebug from 'debug';
+import { CommandError, FsError, errorMessage, negativeErrno, type ErrnoCode } from '../errors';
 import type { Attr, Filesystem } from '../fs/filesystem';
-import type { Engine, EngineOptions } from './engine';
+import { mountAt } from '../daemon/mount-table';
+import { Deferred } from '../util/deferred';
+import { abortConnection, fuseDeviceFds, watchDeviceClose } from './connection';
+import { RequestCounts, type Engine, type EngineOptions, type EngineStats } from './engine';
 import { logFailure } from './log';
+
+const warn = createDebug('stagefs:warn');
+
+/**
+ * libfuse's loop ends when the kernel ends the connection (its read gets ENODEV) and then closes
+ * the device; fuse-native tells JavaScript nothing, so the descriptor is watched this often.
+ */
+const DEVICE_WATCH_MS = 100;
+const CLOSE_TIMEOUT_MS = 10_000;
 
 type Reply = (result: number, ...values: unknown[]) => void;
 
@@ -31,6 +44,10 @@ export class FuseNativeEngine implements Engine {
   private fuse: Fuse | undefined;
   /** Hidden names libfuse gave unlinked open files, and a handle of each. */
   private readonly hidden = new Map<string, number>();
+  private device = '';
+  private readonly connectionClosed = new Deferred<void>();
+  private readonly requests = new RequestCounts();
+  private stopWatching: (() => void) | undefined;
 
   constructor(
     private readonly fs: Filesystem,
@@ -58,19 +75,51 @@ export class FuseNativeEngine implements Engine {
     // DEBUG=stagefs:*; it is wanted only when asked for by name.
     const debugSetting = process.env.DEBUG;
     if (!debugSetting?.includes('fuse-bindings')) delete process.env.DEBUG;
+    const devicesBefore = fuseDeviceFds();
     try {
-      await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        fuse.mount((err) =>
+          // libfuse writes its reason to stderr itself; a background mount's parent adds it to this message.
+          err ? reject(new CommandError(`libfuse could not mount ${options.mountpoint} (${err.message})`)) : resolve(),
+        ),
+      );
     } finally {
       if (debugSetting !== undefined) process.env.DEBUG = debugSetting;
     }
     this.fuse = fuse;
+    this.device = mountAt(options.mountpoint)?.device ?? '';
+    const device = [...fuseDeviceFds()].find((fd) => !devicesBefore.has(fd));
+    if (device === undefined) warn('cannot find the FUSE device of the mount; an outside unmount will not stop the daemon');
+    else this.stopWatching = watchDeviceClose(device, DEVICE_WATCH_MS, () => this.connectionClosed.resolve());
+  }
+
+  get closed(): Promise<void> {
+    return this.connectionClosed.promise;
   }
 
   async unmount(): Promise<void> {
     const fuse = this.fuse;
     if (!fuse) return;
     this.fuse = undefined;
-    await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
+    try {
+      await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())));
+    } catch (err) {
+      warn('unmounting %s: %s', this.options.mountpoint, errorMessage(err));
+    }
+    if (!this.stopWatching) return;
+    // A busy mount, detached lazily, keeps its connection until its files are closed.
+    const timer = setTimeout(() => {
+      warn('the mount is still busy %ds after unmount; cutting it off', CLOSE_TIMEOUT_MS / 1000);
+      abortConnection(this.device);
+      this.connectionClosed.resolve();
+    }, CLOSE_TIMEOUT_MS);
+    await this.connectionClosed.promise;
+    clearTimeout(timer);
+    this.stopWatching();
+  }
+
+  stats(): EngineStats {
+    return { requests: new Map(this.requests.byOp), fastReads: 0, fastReadBytes: 0, passthroughOpens: 0, passthroughOpenFiles: 0 };
   }
 
   private operations(): Record<string, (...args: any[]) => void> {
@@ -151,6 +200,7 @@ export class FuseNativeEngine implements Engine {
   }
 
   private call<T>(op: string, path: string, cb: Reply, work: () => Promise<T>, done: (value: T) => void): void {
+    this.requests.add(op);
     work().then(done, (err: unknown) => {
       logFailure(op, path, err);
       cb(negativeErrno(err));

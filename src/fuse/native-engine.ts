@@ -7,14 +7,15 @@
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import createDebug from 'debug';
-import { FsError, errnoOf, errorMessage } from '../errors';
+import { CommandError, FsError, errnoOf, errorMessage } from '../errors';
 import type { Filesystem } from '../fs/filesystem';
 import { HandleTable } from '../fs/handle-table';
 import { fuseUnmount, mountAt } from '../daemon/mount-table';
 import { joinPath, parentOf } from '../namespace/paths';
 import { BufferPool } from '../util/buffer-pool';
 import { Deferred } from '../util/deferred';
-import type { Engine, EngineOptions } from './engine';
+import { abortConnection } from './connection';
+import { RequestCounts, type Engine, type EngineOptions, type EngineStats } from './engine';
 import {
   attrOut,
   entryOut,
@@ -43,7 +44,16 @@ import {
   type RequestHeader,
 } from './kernel-protocol';
 import { logFailure } from './log';
-import { EVENT_CLOSED, EVENT_HIT, EVENT_INIT, EVENT_REQUEST, type NativeAddon, type NegotiatedInfo, type Session } from '../native/addon';
+import {
+  EVENT_CLOSED,
+  EVENT_HIT,
+  EVENT_INIT,
+  EVENT_REQUEST,
+  type NativeAddon,
+  type NegotiatedInfo,
+  type Session,
+  type SessionStats,
+} from '../native/addon';
 
 const debug = createDebug('stagefs:native');
 const warn = createDebug('stagefs:warn');
@@ -84,7 +94,12 @@ export class NativeEngine implements Engine {
   private negotiated: NegotiatedInfo | undefined;
   private device = '';
   private readonly initialized = new Deferred<void>();
-  private readonly closed = new Deferred<void>();
+  private readonly connectionClosed = new Deferred<void>();
+  private readonly requests = new RequestCounts();
+  private passthroughOpens = 0;
+  private passthroughOpenFiles = 0;
+  /** What the C side served, as of the session's end. */
+  private finalStats: SessionStats = { fastReads: 0, fastReadBytes: 0 };
   private readonly directories = new HandleTable<DirectoryEntry[]>();
   private readonly openFiles = new Map<number, OpenFile>();
   private readonly inodeIo = new Map<number, InodeIo>();
@@ -102,14 +117,32 @@ export class NativeEngine implements Engine {
     return this.negotiated;
   }
 
+  get closed(): Promise<void> {
+    return this.connectionClosed.promise;
+  }
+
+  stats(): EngineStats {
+    const served = this.session ? this.addon.stats(this.session) : this.finalStats;
+    const requests = new Map(this.requests.byOp);
+    if (served.fastReads) requests.set('read', (requests.get('read') ?? 0) + served.fastReads);
+    return {
+      requests,
+      fastReads: served.fastReads,
+      fastReadBytes: served.fastReadBytes,
+      passthroughOpens: this.passthroughOpens,
+      passthroughOpenFiles: this.passthroughOpenFiles,
+    };
+  }
+
   async mount(): Promise<void> {
     const { options } = this;
-    const fd = this.addon.mount({
-      mountpoint: options.mountpoint,
-      source: options.source,
-      allowOther: options.allowOther,
-      readOnly: options.readOnly,
-    });
+    let fd: number;
+    try {
+      fd = this.addon.mount({ mountpoint: options.mountpoint, source: options.source, allowOther: options.allowOther, readOnly: options.readOnly });
+    } catch (err) {
+      // The reason, fusermount3's own words included: for the admin, not a crash to trace.
+      throw new CommandError(errorMessage(err));
+    }
     const threads = Math.max(4, availableParallelism());
     this.session = this.addon.open(fd, { threads, passthrough: true }, (kind, a, b, c) => this.onEvent(kind, a, b, c));
     const timer = setTimeout(() => this.initialized.reject(new Error('the kernel did not send INIT within 10s')), INIT_TIMEOUT_MS);
@@ -135,7 +168,7 @@ export class NativeEngine implements Engine {
       debug('unmount: %s', errorMessage(err));
     }
     const timer = setTimeout(() => this.abortConnection(), CLOSE_TIMEOUT_MS);
-    await this.closed.promise;
+    await this.connectionClosed.promise;
     clearTimeout(timer);
   }
 
@@ -152,9 +185,12 @@ export class NativeEngine implements Engine {
         break;
       case EVENT_CLOSED:
         if (a) warn('the FUSE device failed: errno %d', a);
-        if (this.session) this.addon.close(this.session);
+        if (this.session) {
+          this.finalStats = this.addon.stats(this.session);
+          this.addon.close(this.session);
+        }
         this.session = undefined;
-        this.closed.resolve();
+        this.connectionClosed.resolve();
         break;
     }
   }
@@ -162,6 +198,7 @@ export class NativeEngine implements Engine {
   private async handle(message: Buffer): Promise<void> {
     const header = parseHeader(message);
     const body = message.subarray(IN_HEADER_SIZE);
+    this.requests.add(opName(header.opcode));
     // A read fills a pooled buffer, free again once the reply (written synchronously) is out.
     const buffer = header.opcode === Op.READ ? this.readBuffers.take(parseReadIn(body).size) : undefined;
     let reply: Reply = undefined;
@@ -309,8 +346,11 @@ export class NativeEngine implements Engine {
         if (access) this.addon.registerHandle(this.session!, fh, access.fd, access.blocks, access.blockSize, access.size);
         fastPath = access !== undefined;
       }
-      if (mode === 'passthrough') io.passthrough++;
-      else io.cached++;
+      if (mode === 'passthrough') {
+        io.passthrough++;
+        this.passthroughOpens++;
+        this.passthroughOpenFiles++;
+      } else io.cached++;
       this.openFiles.set(fh, { ino, mode, fastPath });
       // An inode is one version: whatever the kernel cached of it stays true.
       const openFlags = mode === 'passthrough' ? FOPEN_PASSTHROUGH : FOPEN_KEEP_CACHE;
@@ -335,6 +375,7 @@ export class NativeEngine implements Engine {
       this.openFiles.delete(fh);
       if (file.fastPath) this.addon.unregisterHandle(this.session!, fh);
       const io = this.inodeIo.get(file.ino)!;
+      if (file.mode === 'passthrough') this.passthroughOpenFiles--;
       if (file.mode === 'cached') io.cached--;
       else if (--io.passthrough === 0 && io.backing !== undefined) {
         this.addon.backingClose(this.session!, io.backing);
@@ -362,14 +403,10 @@ export class NativeEngine implements Engine {
    */
   private abortConnection(): void {
     warn('the mount is still busy %ds after unmount; cutting it off', CLOSE_TIMEOUT_MS / 1000);
-    const minor = this.device.split(':')[1];
-    try {
-      if (minor) writeFileSync(`/sys/fs/fuse/connections/${minor}/abort`, '1');
-    } catch (err) {
-      debug('fusectl abort unavailable: %s', errorMessage(err));
-    }
+    abortConnection(this.device);
+    if (this.session) this.finalStats = this.addon.stats(this.session);
     this.session = undefined;
-    this.closed.resolve();
+    this.connectionClosed.resolve();
   }
 }
 

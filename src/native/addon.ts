@@ -21,6 +21,12 @@ export interface NegotiatedInfo {
   threads: number;
 }
 
+/** What the request threads served on their own. */
+export interface SessionStats {
+  fastReads: number;
+  fastReadBytes: number;
+}
+
 export interface NativeAddon {
   mount(options: { mountpoint: string; source: string; allowOther: boolean; readOnly: boolean }): number;
   open(fd: number, options: { threads: number; passthrough: boolean }, onEvent: EventHandler): Session;
@@ -30,6 +36,11 @@ export interface NativeAddon {
   backingOpen(session: Session, fd: number): number;
   backingClose(session: Session, backingId: number): void;
   info(session: Session): NegotiatedInfo;
+  stats(session: Session): SessionStats;
+  /** Sends one sd_notify datagram to `socketPath` ('@' starts an abstract name); 0 or an errno. */
+  notify(socketPath: string, message: string): number;
+  /** Points standard error at `fd` (dup2), so output written to fd 2 follows a reopened log. */
+  redirectStderr(fd: number): void;
   close(session: Session): void;
   /** Frees the disk blocks of [offset, offset + length) of an open file; the size stays. */
   punchHole(fd: number, offset: number, length: number): void;

@@ -1,4 +1,5 @@
 /** ObjectStore over S3 (or any S3-compatible server) with @aws-sdk/client-s3. */
+import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import {
@@ -19,7 +20,7 @@ import {
 } from '@aws-sdk/client-s3';
 import createDebug from 'debug';
 import type { StoreConfig } from '../config';
-import { StoreError, type StoreErrorKind } from '../errors';
+import { CommandError, StoreError, errorMessage, type StoreErrorKind } from '../errors';
 import type { ListOptions, ListPage, ObjectInfo, ObjectStore } from './object-store';
 
 const debug = createDebug('stagefs:store');
@@ -54,16 +55,54 @@ const KIND_BY_NAME: Record<string, StoreErrorKind> = {
 
 const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ECONNRESET', 'EPIPE']);
 
+/** Node's codes for a server certificate that does not verify against the trusted CAs. */
+const UNTRUSTED_CERTIFICATE_CODES = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'CERT_UNTRUSTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** Told of every request to the store (operation name, seconds until the response, failure), for metrics. */
+export interface RequestObserver {
+  request(op: string, seconds: number, failed: boolean): void;
+}
+
+/** The certificates of a CA bundle file, checked to be PEM. */
+function readCaBundle(bundle: NonNullable<StoreConfig['caBundle']>): Buffer {
+  let pem: Buffer;
+  try {
+    pem = readFileSync(bundle.path);
+  } catch (err) {
+    throw new CommandError(`${bundle.source}: cannot read ${bundle.path} (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)})`);
+  }
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new CommandError(`${bundle.source}: ${bundle.path} holds no PEM certificate`);
+  return pem;
+}
+
 export class S3Store implements ObjectStore {
   readonly description: string;
   private readonly client: S3Client;
   private readonly bucket: string;
+  private readonly caBundle: StoreConfig['caBundle'];
 
-  constructor(config: StoreConfig) {
+  constructor(
+    config: StoreConfig,
+    private readonly observer?: RequestObserver,
+  ) {
     this.bucket = config.bucket;
+    this.caBundle = config.caBundle;
     this.description = `s3://${config.bucket} at ${config.endpoint ?? `AWS ${config.region}`}`;
     const agentOptions = { keepAlive: true, maxSockets: MAX_SOCKETS };
+    // As the AWS CLI does with a CA bundle: its certificates replace the built-in ones.
+    const ca = config.caBundle ? readCaBundle(config.caBundle) : undefined;
     this.client = new S3Client({
+      profile: config.profile,
       region: config.region,
       endpoint: config.endpoint,
       forcePathStyle: config.pathStyle,
@@ -73,7 +112,7 @@ export class S3Store implements ObjectStore {
       responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: {
         httpAgent: new HttpAgent(agentOptions),
-        httpsAgent: new HttpsAgent(agentOptions),
+        httpsAgent: new HttpsAgent({ ...agentOptions, ca }),
         connectionTimeout: CONNECT_TIMEOUT_MS,
         socketTimeout: IDLE_TIMEOUT_MS,
       },
@@ -85,7 +124,7 @@ export class S3Store implements ObjectStore {
   }
 
   async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
-    const output = await this.call(`list ${prefix}`, () =>
+    const output = await this.call('list', `list ${prefix}`, () =>
       this.client.send(
         new ListObjectsV2Command({
           Bucket: this.bucket,
@@ -110,7 +149,7 @@ export class S3Store implements ObjectStore {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const output = await this.call(`head ${key}`, () =>
+      const output = await this.call('head', `head ${key}`, () =>
         this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
       );
       return {
@@ -127,7 +166,7 @@ export class S3Store implements ObjectStore {
   }
 
   async getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
-    const output = await this.call(`get ${key} [${start}, ${end})`, () =>
+    const output = await this.call('get', `get ${key} [${start}, ${end})`, () =>
       this.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}`, IfMatch: etag }),
         { abortSignal: signal },
@@ -144,7 +183,7 @@ export class S3Store implements ObjectStore {
   }
 
   async put(key: string, body: Uint8Array, metadata: Record<string, string> = {}): Promise<ObjectInfo> {
-    const output = await this.call(`put ${key}`, () =>
+    const output = await this.call('put', `put ${key}`, () =>
       this.client.send(
         new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length, Metadata: metadata }),
       ),
@@ -153,7 +192,7 @@ export class S3Store implements ObjectStore {
   }
 
   async createMultipart(key: string, metadata: Record<string, string> = {}): Promise<string> {
-    const output = await this.call(`create multipart ${key}`, () =>
+    const output = await this.call('create_multipart', `create multipart ${key}`, () =>
       this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, Metadata: metadata })),
     );
     if (!output.UploadId) throw new StoreError('Server', `create multipart ${key}: no upload id`);
@@ -161,7 +200,7 @@ export class S3Store implements ObjectStore {
   }
 
   async uploadPart(key: string, uploadId: string, partNumber: number, body: Uint8Array): Promise<string> {
-    const output = await this.call(`upload part ${partNumber} of ${key}`, () =>
+    const output = await this.call('upload_part', `upload part ${partNumber} of ${key}`, () =>
       this.client.send(
         new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }),
       ),
@@ -170,7 +209,7 @@ export class S3Store implements ObjectStore {
   }
 
   async uploadPartCopy(key: string, uploadId: string, partNumber: number, source: { key: string; etag: string }, start: number, end: number): Promise<string> {
-    const output = await this.call(`copy part ${partNumber} of ${key} from ${source.key}`, () =>
+    const output = await this.call('upload_part_copy', `copy part ${partNumber} of ${key} from ${source.key}`, () =>
       this.client.send(
         new UploadPartCopyCommand({
           Bucket: this.bucket,
@@ -187,7 +226,7 @@ export class S3Store implements ObjectStore {
   }
 
   async completeMultipart(key: string, uploadId: string, partEtags: string[]): Promise<ObjectInfo> {
-    const output = await this.call(`complete multipart ${key}`, () =>
+    const output = await this.call('complete_multipart', `complete multipart ${key}`, () =>
       this.client.send(
         new CompleteMultipartUploadCommand({
           Bucket: this.bucket,
@@ -201,7 +240,7 @@ export class S3Store implements ObjectStore {
   }
 
   async abortMultipart(key: string, uploadId: string): Promise<void> {
-    await this.call(`abort multipart ${key}`, () =>
+    await this.call('abort_multipart', `abort multipart ${key}`, () =>
       this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })),
     );
   }
@@ -209,7 +248,7 @@ export class S3Store implements ObjectStore {
   async copy(from: string, to: string, size: number, metadata?: Record<string, string>, sourceEtag?: string): Promise<ObjectInfo> {
     const directive = metadata ? 'REPLACE' : 'COPY';
     if (size <= MAX_SINGLE_COPY) {
-      const output = await this.call(`copy ${from} to ${to}`, () =>
+      const output = await this.call('copy', `copy ${from} to ${to}`, () =>
         this.client.send(
           new CopyObjectCommand({
             Bucket: this.bucket,
@@ -238,13 +277,13 @@ export class S3Store implements ObjectStore {
   }
 
   async delete(key: string): Promise<void> {
-    await this.call(`delete ${key}`, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+    await this.call('delete', `delete ${key}`, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
   }
 
   async deleteMany(keys: string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += DELETE_BATCH) {
       const batch = keys.slice(i, i + DELETE_BATCH);
-      const output = await this.call(`delete ${batch.length} objects`, () =>
+      const output = await this.call('delete_objects', `delete ${batch.length} objects`, () =>
         this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } })),
       );
       const failed = output.Errors?.[0];
@@ -277,10 +316,15 @@ export class S3Store implements ObjectStore {
     return info;
   }
 
-  private async call<T>(what: string, request: () => Promise<T>): Promise<T> {
+  /** One request: `op` names it for metrics, `what` for messages. */
+  private async call<T>(op: string, what: string, request: () => Promise<T>): Promise<T> {
+    const started = performance.now();
     try {
-      return await request();
+      const result = await request();
+      this.observer?.request(op, (performance.now() - started) / 1000, false);
+      return result;
     } catch (err) {
+      this.observer?.request(op, (performance.now() - started) / 1000, true);
       const classified = this.classify(what, err);
       debug('%s failed: %s', what, classified.message);
       throw classified;
@@ -292,13 +336,13 @@ export class S3Store implements ObjectStore {
     const e = err as Error & { code?: string; $metadata?: { httpStatusCode?: number } };
     const status = e.$metadata?.httpStatusCode;
     let kind: StoreErrorKind | undefined = KIND_BY_NAME[e.name];
-    if (!kind && e.code && UNREACHABLE_CODES.has(e.code)) kind = 'Unreachable';
+    if (!kind && e.code && (UNREACHABLE_CODES.has(e.code) || UNTRUSTED_CERTIFICATE_CODES.has(e.code))) kind = 'Unreachable';
     if (!kind && status === 404) kind = 'NotFound';
     if (!kind && status === 403) kind = 'AccessDenied';
     if (!kind && status === 412) kind = 'PreconditionFailed';
     if (!kind && e.name === 'AbortError') kind = 'Timeout';
     kind ??= 'Server';
-    return new StoreError(kind, `${what}: ${describe(kind, e, this.description)}`, err);
+    return new StoreError(kind, `${what}: ${describe(kind, e, this.description, this.caBundle)}`, err);
   }
 }
 
@@ -307,7 +351,7 @@ function copySource(bucket: string, key: string): string {
   return encodeURI(`${bucket}/${key}`).replace(/\?/g, '%3F').replace(/#/g, '%23');
 }
 
-function describe(kind: StoreErrorKind, err: Error & { code?: string }, where: string): string {
+function describe(kind: StoreErrorKind, err: Error & { code?: string }, where: string, caBundle: StoreConfig['caBundle']): string {
   switch (kind) {
     case 'NoSuchBucket':
       return `the bucket does not exist (${where})`;
@@ -318,6 +362,10 @@ function describe(kind: StoreErrorKind, err: Error & { code?: string }, where: s
     case 'AccessDenied':
       return `access denied by ${where}`;
     case 'Unreachable':
+      if (err.code && UNTRUSTED_CERTIFICATE_CODES.has(err.code)) {
+        const trusted = caBundle ? `the CAs of ${caBundle.path} (${caBundle.source})` : 'the built-in CAs; give yours with AWS_CA_BUNDLE or ca_bundle in the profile';
+        return `the TLS certificate of ${where} does not verify against ${trusted} (${err.code}: ${err.message})`;
+      }
       return `cannot reach ${where} (${err.code ?? err.message})`;
     default:
       return err instanceof S3ServiceException ? `${err.name}: ${err.message}` : err.message || err.name;

@@ -154,6 +154,12 @@ export class WritePath {
     return this.byPath.values();
   }
 
+  /** Files whose changes are not in the store yet. */
+  pending(): { count: number; bytes: number } {
+    const dirty = [...this.all].filter((file) => file.dirty && !file.unlinked && !file.failure);
+    return { count: dirty.length, bytes: dirty.reduce((sum, file) => sum + file.size, 0) };
+  }
+
   /** A new, empty file at `path`. */
   async create(path: string, metadata: Record<string, string>): Promise<LocalFile> {
     return this.register(path, { size: 0, metadata, dirty: true });

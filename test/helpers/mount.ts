@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
 import { isStagefsMount, mountAt } from '../../src/daemon/mount-table';
+import { mountRecordFor } from '../../src/daemon/runtime-registry';
 import { BUCKET, type TestS3 } from './s3';
 
 export const CLI = join(__dirname, '..', '..', 'src', 'cli', 'main.js');
@@ -90,7 +91,23 @@ export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promi
   const source = `s3://${options.bucket ?? BUCKET}${options.prefix ? '/' + options.prefix : ''}`;
   const daemon = spawn(
     process.execPath,
-    [CLI, 'mount', source, mountpoint, '--foreground', '--engine', options.engine, '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir, ...(options.args ?? [])],
+    [
+      CLI,
+      'mount',
+      source,
+      mountpoint,
+      '--foreground',
+      '--engine',
+      options.engine,
+      '--endpoint',
+      s3.server.endpoint,
+      '--cache-dir',
+      cacheDir,
+      // Written files wait for upload beside the cache, so a remount of the same cache dir finds them.
+      '--state-dir',
+      join(cacheDir, 'state'),
+      ...(options.args ?? []),
+    ],
     { env: { ...process.env, ...s3.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
@@ -113,7 +130,8 @@ export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promi
     liveMountpoints.delete(mountpoint);
   };
   t.teardown(unmount);
-  await waitFor(mounted, MOUNT_TIMEOUT_MS, `the mount at ${mountpoint}`, () =>
+  // Serving once it is in the mount table; registered (for commands that find it) just after.
+  await waitFor(() => mounted() && mountRecordFor(mountpoint) !== undefined, MOUNT_TIMEOUT_MS, `the mount at ${mountpoint}`, () =>
     daemon.exitCode !== null ? `stagefs mount exited with ${daemon.exitCode}: ${output}` : undefined,
   );
   return { mountpoint, cacheDir, daemon, path: (relative) => join(mountpoint, relative), output: () => output, unmount };

@@ -29,7 +29,7 @@ export async function startS3(t: Test, buckets: string[] = [BUCKET]): Promise<Te
   });
   const env = server.clientEnv();
   Object.assign(process.env, env);
-  const store = new S3Store({ bucket: buckets[0], prefix: '', endpoint: server.endpoint, region: 'us-east-1', pathStyle: true });
+  const store = new S3Store({ bucket: buckets[0], prefix: '', endpoint: server.endpoint, region: 'us-east-1', pathStyle: true, profile: undefined, caBundle: undefined });
   const requests = () =>
     existsSync(requestLog)
       ? readFileSync(requestLog, 'utf8')

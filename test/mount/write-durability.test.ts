@@ -135,7 +135,7 @@ engineTest(t, 'a full cache disk: a sequential writer streams on, a random write
   const cacheDir = tempDir(t, 'tmpfs');
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=96m', 'tmpfs', cacheDir]);
   t.teardown(() => execFileSync('umount', ['-l', cacheDir]));
-  const mount = await mountS3(t, s3, { engine, cacheDir, args: ['--cache-size', '1GiB'] });
+  const mount = await mountS3(t, s3, { engine, cacheDir, args: ['--cache-size', '96MiB'] });
   const { failure, expected } = await writeUntilFailure(mount.path('disk-full.bin'), 160);
   t.equal(failure, undefined, `the sequential writer wrote ${expected.length / MiB} MiB`);
   t.equal(await objectSha256(s3, 'disk-full.bin'), sha256(expected), 'every byte reached the store');

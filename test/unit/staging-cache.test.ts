@@ -5,6 +5,7 @@ import { CacheIndex } from '../../src/cache/cache-index';
 import { StagingCache, type CacheHandle } from '../../src/cache/staging-cache';
 import { buildCacheConfig } from '../../src/config';
 import { StoreError } from '../../src/errors';
+import { parseSize } from '../../src/units';
 import { MemoryStore } from '../helpers/memory-store';
 import { randomData } from '../helpers/files';
 
@@ -13,7 +14,8 @@ const KiB = 1024;
 async function setup(t: any, options: { capacity?: string; dir?: string; store?: MemoryStore } = {}) {
   const store = options.store ?? new MemoryStore();
   const dir = options.dir ?? t.testdir({});
-  const config = buildCacheConfig({ 'cache-dir': dir, 'block-size': '64KiB', 'cache-size': options.capacity ?? '64MiB' });
+  // Capacities below one block, which the command line refuses, are set directly: the cache must still cope.
+  const config = { ...buildCacheConfig({ 'cache-dir': dir, 'block-size': '64KiB' }), capacityBytes: parseSize(options.capacity ?? '64MiB') };
   const cache = await StagingCache.open({ config, store });
   return { store, dir, cache, config };
 }
