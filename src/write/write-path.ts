@@ -46,6 +46,7 @@ import { randomUUID } from 'node:crypto';
 import { copyFileSync, renameSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import createDebug from 'debug';
+import { DiskSpace } from '../cache/disk-space';
 import type { CacheHandle } from '../cache/staging-cache';
 import type { Reservation } from '../cache/space-ledger';
 import type { ObjectVersion } from '../cache/staged-object';
@@ -120,6 +121,7 @@ class UploadCancelled extends Error {
 
 export class WritePath {
   private readonly records: PendingRecords;
+  private readonly disk: DiskSpace;
   private readonly store: ObjectStore;
   private readonly cache: StagingArea;
   private readonly now: () => number;
@@ -139,6 +141,7 @@ export class WritePath {
 
   constructor(private readonly options: WritePathOptions) {
     this.records = new PendingRecords(options.dir);
+    this.disk = new DiskSpace(options.dir);
     this.store = options.store;
     this.cache = options.cache;
     this.now = options.now ?? Date.now;
@@ -563,7 +566,8 @@ export class WritePath {
    */
   private async reserve(bytes: number): Promise<Reservation> {
     for (;;) {
-      const reservation = this.cache.reserveSpace(bytes);
+      // The local data's own disk must have room too (it may not be the cache's).
+      const reservation = this.disk.fits(bytes, 0) ? this.cache.reserveSpace(bytes) : undefined;
       if (reservation) return reservation;
       if (this.dropParts(bytes) > 0) continue;
       // Short of room: the finished parts of appending writers go up now, whatever their size.
