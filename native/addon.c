@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "fuse_abi.h"
 #include "mount.h"
 #include "notify.h"
@@ -393,7 +394,32 @@ static napi_value js_punch_hole(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* crc32c(bytes: Uint8Array, crc?: number) -> the CRC32C of the bytes, continuing from `crc` */
+static napi_value js_crc32c(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *data;
+  napi_value arraybuffer;
+  if (argc < 1 || napi_get_typedarray_info(env, argv[0], &type, &length, &data, &arraybuffer, &offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "crc32c: a Uint8Array is required");
+    return NULL;
+  }
+  uint32_t crc = 0;
+  if (argc > 1) {
+    napi_valuetype kind;
+    CHECK(napi_typeof(env, argv[1], &kind));
+    if (kind == napi_number) CHECK(napi_get_value_uint32(env, argv[1], &crc));
+  }
+  CHECK(napi_create_uint32(env, crc32c(crc, data, length), &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  crc32c(0, "", 0); /* builds its tables now, on one thread */
   napi_property_descriptor properties[] = {
       {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
@@ -408,6 +434,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"redirectStderr", NULL, js_redirect_stderr, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, js_punch_hole, NULL, NULL, NULL, napi_default, NULL},
+      {"crc32c", NULL, js_crc32c, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);
   return exports;
