@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { formatBytes } from '../src/units';
 import { renderChart } from './chart';
 import { SHAPES } from './datasets';
-import { bestPeer, LIMIT_OF, PHASES, stagefsVsBestPeer, stagefsVsLimit, type BenchResults, type JobResult } from './results';
+import { bestPeer, limit, PHASES, stagefsVsBestPeer, stagefsVsLimit, type BenchResults, type JobResult } from './results';
 import { LABELS, type SystemName } from './systems';
 
 export function formatValue(value: number | undefined): string {
@@ -32,7 +32,7 @@ function jobSection(job: JobResult): string[] {
   const peer = (phase: 'cold' | 'warm') => bestPeer(job, phase)?.system;
   lines.push(
     `| **stagefs ÷ best peer** | **${formatRatio(stagefsVsBestPeer(job, 'cold'))}** ${peer('cold') ? `(${peer('cold')})` : ''} | **${formatRatio(stagefsVsBestPeer(job, 'warm'))}** ${peer('warm') ? `(${peer('warm')})` : ''} |`,
-    `| **stagefs ÷ limit** | **${formatRatio(stagefsVsLimit(job, 'cold'))}** (${LIMIT_OF.cold}) | **${formatRatio(stagefsVsLimit(job, 'warm'))}** (${LIMIT_OF.warm}) |`,
+    `| **stagefs ÷ limit** | **${formatRatio(stagefsVsLimit(job, 'cold'))}** ${limit(job, 'cold') ? `(${limit(job, 'cold')!.system})` : ''} | **${formatRatio(stagefsVsLimit(job, 'warm'))}** ${limit(job, 'warm') ? `(${limit(job, 'warm')!.system})` : ''} |`,
   );
   const failures = systems.filter((s) => job.bySystem[s]?.error).map((s) => `${s}: ${job.bySystem[s]!.error}`);
   if (failures.length) lines.push('', ...failures.map((f) => `- failed: ${f}`));
@@ -56,7 +56,10 @@ export function renderMarkdown(results: BenchResults, chartFile: string): string
         ? 'The kernel page cache is dropped before each run, so warm means the system\'s own cache, not RAM.'
         : '**The page cache could not be dropped (not root)**: warm figures include it.') +
       ' Ratios say how many times better stagefs (native engine) does (> 1: stagefs is better; for times, lower is better); ' +
-      '"limit" is the object store read with ranged GETs and no FUSE, the best of 1, 4 and 8 in flight (cold) or the same bytes read from local disk (warm).',
+      '"limit" is the object store without FUSE (cold), the better of the AWS SDK client stagefs uses and curl, each the best of 1, 4 and 8 ranged GETs in flight, ' +
+      'or the same bytes read from local disk (warm). Write jobs count until the object is in the store (polled with HEAD), not until close returns: ' +
+      'rclone uploads after close (run with `--vfs-write-back 0s`), stagefs and s3fs before close returns. Write jobs have no warm run; ' +
+      'the copy job\'s warm run copies a source the mount has staged.',
     '',
     `![main jobs](${chartFile})`,
     '',
@@ -80,7 +83,7 @@ export function renderSummary(results: BenchResults): string {
   const systems = [...new Set(results.jobs.flatMap((job) => Object.keys(job.bySystem)))] as SystemName[];
   const header = ['job', 'phase', 'unit', ...systems, 'vs peer', 'vs limit'];
   const rows = results.jobs.flatMap((job) =>
-    PHASES.map((phase) => [
+    PHASES.filter((phase) => systems.some((system) => job.bySystem[system]?.[phase] !== undefined)).map((phase) => [
       job.name,
       phase,
       job.unit,
