@@ -55,7 +55,8 @@ export async function curlTransfers(remote: Remote, transfers: CurlTransfer[], i
     });
     const config = join(dir, 'transfers.conf');
     writeFileSync(config, groups.join('\nnext\n') + '\n', { mode: 0o600 });
-    const args = ['--config', config];
+    // Silent globally: with --parallel, curl draws a progress meter unless told not to.
+    const args = ['--silent', '--show-error', '--config', config];
     if (inFlight > 1) args.unshift('--parallel', '--parallel-immediate', '--parallel-max', String(inFlight));
     const start = performance.now();
     const output = await run('curl', args, { timeoutMs });

@@ -21,7 +21,8 @@ function formatRatio(ratio: number | undefined): string {
 function cell(job: JobResult, system: SystemName, phase: 'cold' | 'warm'): string {
   const measurement = job.bySystem[system];
   if (!measurement) return '';
-  if (measurement[phase] === undefined && measurement.error) return 'failed';
+  // A failure shows in the first phase that has no figure; the phases after it never ran.
+  if (measurement[phase] === undefined && measurement.error) return phase === 'cold' || measurement.cold !== undefined ? 'failed' : '–';
   return formatValue(measurement[phase]);
 }
 

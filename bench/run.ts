@@ -3,7 +3,7 @@
  * the limits (raw S3, local disk), and writes bench/results/<date>-<host>.{md,json,svg}.
  */
 import { spawnSync } from 'node:child_process';
-import { cpus, hostname, release, totalmem } from 'node:os';
+import { cpus, hostname, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { formatBytes } from '../src/units';
 import { dataFiles, generateLocal, SHAPES, totalBytes, uploadMissing } from './datasets';
@@ -32,6 +32,11 @@ function version(command: string, args: string[]): string {
   return result.status === 0 ? result.stdout.trim().split('\n')[0] : 'not installed';
 }
 
+/** The 1-minute load average: other work on the machine shows in every figure. */
+function loadNow(): string {
+  return loadavg()[0].toFixed(1);
+}
+
 function machine(options: BenchOptions, store: string): Record<string, string> {
   const cpu = cpus();
   const disk = spawnSync('df', ['--output=source,fstype', options.workDir], { encoding: 'utf8' }).stdout.trim().split('\n')[1] ?? '';
@@ -47,6 +52,7 @@ function machine(options: BenchOptions, store: string): Record<string, string> {
     'qemu-img': version('qemu-img', ['--version']),
     curl: version('curl', ['--version']),
     store,
+    'load average': loadNow(),
   };
 }
 
@@ -204,6 +210,7 @@ async function main(): Promise<number> {
       }
     }
     results.seconds = (performance.now() - started) / 1000;
+    results.machine['load average'] = `${results.machine['load average']} at the start, ${loadNow()} at the end`;
     const report = writeReport(results, options.outDir);
     say(`\n${renderSummary(results)}\n\nresults: ${report}`);
     const failed = jobs.some((job) => Object.values(job.bySystem).some((m) => m?.error)) || Object.values(results.systems).some((s) => s?.error);

@@ -161,6 +161,23 @@ mon_max_pg_per_osd = 1000
 mon_allow_pool_size_one = true
 mon_warn_on_pool_no_redundancy = false
 osd_crush_chooseleaf_type = 0
+# No debug logging kept in memory (Ceph's default formats every level-5 entry): the CPU is the
+# clients'. RGW keeps level 1, its access log.
+debug_ms = 0/0
+debug_osd = 0/0
+debug_objecter = 0/0
+debug_rados = 0/0
+debug_monc = 0/0
+debug_auth = 0/0
+debug_optracker = 0/0
+debug_objclass = 0/0
+debug_context = 0/0
+debug_finisher = 0/0
+debug_throttle = 0/0
+debug_asok = 0/0
+debug_perfcounter = 0/0
+debug_rgw = 1/1
+osd_enable_op_tracker = false
 
 [mon]
 # Commit map changes at once: every pool RGW makes at its start is a new osdmap.

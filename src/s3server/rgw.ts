@@ -41,6 +41,7 @@ function script(args: string[], timeoutMs: number): Promise<string> {
 
 export class Rgw {
   readonly endpoint: string;
+  readonly port: number;
   readonly accessKeyId: string;
   readonly secretAccessKey: string;
   readonly region: string;
@@ -50,6 +51,7 @@ export class Rgw {
     private readonly env: Record<string, string>,
   ) {
     this.endpoint = env.AWS_ENDPOINT_URL_S3;
+    this.port = Number(new URL(this.endpoint).port);
     this.accessKeyId = env.AWS_ACCESS_KEY_ID;
     this.secretAccessKey = env.AWS_SECRET_ACCESS_KEY;
     this.region = env.AWS_REGION ?? 'us-east-1';
@@ -79,7 +81,12 @@ export class Rgw {
   }
 
   async stop(): Promise<void> {
-    await script(['stop', this.directory], STOP_TIMEOUT_MS);
+    await Rgw.stopIn(this.directory);
+  }
+
+  /** Stops the cluster of `directory` (if any) and removes the directory. */
+  static async stopIn(directory: string): Promise<void> {
+    await script(['stop', directory], STOP_TIMEOUT_MS);
   }
 
   /** For process exit handlers, where nothing asynchronous runs any more. */
