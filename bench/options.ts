@@ -70,7 +70,9 @@ export function parseBenchArgs(args: string[], projectDir: string): BenchOptions
   if (values.bucket && !values.endpoint) throw new BenchUsageError('--bucket needs --endpoint (a server the bench starts makes its own)');
   if (values.endpoint && !values.bucket) throw new BenchUsageError('--endpoint needs --bucket');
   if (values.endpoint && values.s3) throw new BenchUsageError('--s3 and --endpoint exclude each other');
-  const [server] = pick(values.s3 ?? 'rgw', SERVERS, 'S3 server');
+  const servers = pick(values.s3 ?? 'rgw', SERVERS, 'S3 server');
+  if (servers.length !== 1) throw new BenchUsageError('--s3 takes one server: rgw or s3rver');
+  const [server] = servers;
   return {
     scale: values.smoke ? 'smoke' : values.quick ? 'quick' : 'full',
     store: values.endpoint ? { endpoint: values.endpoint } : { server },
