@@ -45,8 +45,7 @@ export async function curlTransfers(remote: Remote, transfers: CurlTransfer[], i
         // curl signs this header but does not add it; RGW refuses a request without it.
         `header = "x-amz-content-sha256: UNSIGNED-PAYLOAD"`,
         'output = "/dev/null"',
-        'silent',
-        'show-error',
+        'no-progress-meter',
         `write-out = "%{http_code} %{size_download} %{size_upload} %{time_total}\\n"`,
       ];
       if (transfer.range) lines.push(`range = "${transfer.range[0]}-${transfer.range[1]}"`);
@@ -55,8 +54,9 @@ export async function curlTransfers(remote: Remote, transfers: CurlTransfer[], i
     });
     const config = join(dir, 'transfers.conf');
     writeFileSync(config, groups.join('\nnext\n') + '\n', { mode: 0o600 });
-    // Silent globally: with --parallel, curl draws a progress meter unless told not to.
-    const args = ['--silent', '--show-error', '--config', config];
+    // With --parallel, curl 7.88 draws its progress meter even when --silent, into the output
+    // read here; --no-progress-meter stops it and still reports errors.
+    const args = ['--no-progress-meter', '--config', config];
     if (inFlight > 1) args.unshift('--parallel', '--parallel-immediate', '--parallel-max', String(inFlight));
     const start = performance.now();
     const output = await run('curl', args, { timeoutMs });

@@ -10,7 +10,7 @@ export const USAGE = `usage: npm run bench -- [--quick] [--smoke] [--s3 rgw|s3rv
   --quick          smaller data sets and shorter timed jobs
   --smoke          a tiny data set, to check that the runner works (what npm test runs)
   --s3 rgw         the object store: a Ceph RGW started by scripts/rgw.sh (the default), or
-  --s3 s3rver      the embedded S3 server (quicker to start, far slower to serve)
+  --s3 s3rver      the embedded S3 server (s3rver: needs no Ceph packages)
   --endpoint URL   an existing S3 endpoint instead (credentials from AWS_* variables);
                    --bucket names its bucket, which must exist
   --only JOB       run only these jobs: ${JOB_NAMES.join(', ')}

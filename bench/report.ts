@@ -48,7 +48,8 @@ export function renderMarkdown(results: BenchResults, chartFile: string): string
     '',
     `Command: \`${results.command}\` (${results.scale} scale, ${Math.round(results.seconds / 60)} min). ` +
       `Data: one ${formatBytes(shape.bigBytes)} object, ${shape.imageCount} × ${formatBytes(shape.imageBytes)} objects, ` +
-      `${shape.smallCount.toLocaleString('en-US')} objects of 4-64 KiB in one directory, on the ${results.machine.store}.`,
+      `${shape.smallCount.toLocaleString('en-US')} objects of 4-64 KiB in one directory, a qcow2 VM template of ${formatBytes(shape.vmBytes)} (virtual size), ` +
+      `on the ${results.machine.store}.`,
     '',
     `Machine: ${Object.entries(results.machine).filter(([k]) => k !== 'store').map(([k, v]) => `${k} ${v}`).join('; ')}.`,
     '',
