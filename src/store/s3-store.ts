@@ -306,9 +306,10 @@ export class S3Store implements ObjectStore {
   private async infoAfterWrite(key: string, etag: string | undefined, size?: number): Promise<ObjectInfo> {
     const info = await this.head(key);
     if (!info) throw new StoreError('Server', `${key} is missing right after it was written`);
-    if (etag && info.etag !== etag) {
+    // Ceph RGW 16.2 returns a copy's ETag without the quotes its HEAD has.
+    if (etag && unquoted(info.etag) !== unquoted(etag)) {
       debug('%s changed again right after it was written', key);
-      return { key, etag, size: size ?? info.size, mtime: new Date() };
+      return { key, etag: `"${unquoted(etag)}"`, size: size ?? info.size, mtime: new Date() };
     }
     if (size !== undefined && info.size !== size) {
       throw new StoreError('Server', `${key}: the store reports ${info.size} bytes for the ${size} just written`);
@@ -344,6 +345,10 @@ export class S3Store implements ObjectStore {
     kind ??= 'Server';
     return new StoreError(kind, `${what}: ${describe(kind, e, this.description, this.caBundle)}`, err);
   }
+}
+
+function unquoted(etag: string): string {
+  return etag.replace(/"/g, '');
 }
 
 /** x-amz-copy-source: URL-encoded, but with the characters s3rver's decodeURI leaves alone kept as they are. */
