@@ -12,8 +12,8 @@ import { parseArgs } from 'node:util';
 import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { objectOfUrl } from '../../src/s3server/object-url';
 import type { Fault, FaultRule, ProxyStats, RequestMatch } from './fault-proxy';
+import { seeded } from './files';
 
-const DEFAULT_CUT = 0.5;
 const WRONG_ETAG = '"00000000000000000000000000000000"';
 /** Headers of one hop that a raw response replaces with its own Connection: close. */
 const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding']);
@@ -23,18 +23,6 @@ interface ActiveRule {
   seen: number;
   picked: number;
   random: () => number;
-}
-
-/** mulberry32: a small seeded generator, so a rate picks the same share run after run. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function matches(match: RequestMatch | undefined, req: IncomingMessage, key: string | undefined): boolean {
@@ -158,6 +146,7 @@ class Proxy {
     }
   }
 
+  /** The fault for a request, if a rule picks it; a body fault without `at` cuts in at a point the rule's generator draws. */
   private pick(req: IncomingMessage, key: string | undefined): Fault | undefined {
     for (const active of this.rules) {
       const { rule } = active;
@@ -167,7 +156,9 @@ class Proxy {
       if (rule.count !== undefined && active.picked >= rule.count) continue;
       if (rule.rate !== undefined && active.random() >= rule.rate) continue;
       active.picked++;
-      return rule.fault;
+      const fault = rule.fault;
+      if (fault.kind === 'reset' || fault.kind === 'truncate' || fault.kind === 'stall') return { ...fault, at: fault.at ?? active.random() };
+      return fault;
     }
     return undefined;
   }
@@ -220,8 +211,7 @@ class Proxy {
   /** Writes the upstream response raw on the client's connection, with the fault, then closes it. */
   private async relayFaulted(socket: Socket, upstream: IncomingMessage, length: number, fault: Fault): Promise<void> {
     const headers = rawPairs(upstream.rawHeaders).filter(([name]) => !HOP_HEADERS.has(name.toLowerCase()));
-    const cut =
-      fault.kind === 'reset' || fault.kind === 'truncate' || fault.kind === 'stall' ? Math.floor(length * (fault.at ?? DEFAULT_CUT)) : undefined;
+    const cut = fault.kind === 'reset' || fault.kind === 'truncate' || fault.kind === 'stall' ? Math.floor(length * (fault.at ?? 0)) : undefined;
     for (const pair of headers) {
       const name = pair[0].toLowerCase();
       if (name === 'etag' && fault.kind === 'wrong-etag') pair[1] = WRONG_ETAG;

@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import type { Test } from 'tap';
 import type { TestS3 } from './s3';
 
-/** What happens to a picked request. Body faults cut in at `at` (a share of the body, 0..1). */
+/**
+ * What happens to a picked request. Body faults cut in at `at` (a share of the body, 0..1), or
+ * where the rule's seeded generator says.
+ */
 export type Fault =
   /** An S3 error answered by the proxy itself: 500 InternalError, 503 SlowDown, ... */
   | { kind: 'status'; status: number; code: string }

@@ -1,10 +1,10 @@
 /**
  * Real FUSE mounts for tests: `stagefs mount --foreground` in its own process, torn down in the
  * test's teardown, pass or fail. A mount a crashed test leaves is detached when the test process
- * exits.
+ * exits. A daemon that dies of a signal fails its test, and leaves its core file in CORE_DIR.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
@@ -13,6 +13,8 @@ import { BUCKET, type TestS3 } from './s3';
 
 export const CLI = join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 
+/** Where core files of crashed mount daemons are kept for a post-mortem. */
+export const CORE_DIR = join(tmpdir(), 'stagefs-cores');
 const MOUNT_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 30_000;
 
@@ -45,6 +47,8 @@ export interface MountOptions {
   args?: string[];
   cacheDir?: string;
   env?: Record<string, string>;
+  /** The S3 endpoint to mount; the test server's by default (a fault proxy's, say). */
+  endpoint?: string;
 }
 
 export interface TestMount {
@@ -84,20 +88,48 @@ export function mountpointDir(t: Test): string {
   return mountpoint;
 }
 
+/** Signals a process dies of by its own fault (tests send only SIGTERM and SIGKILL). */
+const CRASH_SIGNALS = new Set<string>(['SIGSEGV', 'SIGBUS', 'SIGABRT', 'SIGILL', 'SIGFPE', 'SIGSYS', 'SIGTRAP']);
+
+/**
+ * Fails the test when the daemon crashed, keeping any core file it left (with the kernel's
+ * default core_pattern, `core` in the daemon's working directory; the size limit is lifted).
+ */
+function checkDaemonDeath(t: Test, daemon: ChildProcess, workDir: string): void {
+  const cores = readdirSync(workDir).filter((name) => name === 'core' || name.startsWith('core.'));
+  for (const core of cores) {
+    mkdirSync(CORE_DIR, { recursive: true });
+    const kept = join(CORE_DIR, `${core}.${daemon.pid}.${Date.now()}`);
+    renameSync(join(workDir, core), kept);
+    t.fail(`the mount daemon dumped core: ${kept}`);
+  }
+  if (daemon.signalCode && CRASH_SIGNALS.has(daemon.signalCode)) t.fail(`the mount daemon died of ${daemon.signalCode}`);
+  rmSync(workDir, { recursive: true, force: true });
+}
+
 export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promise<TestMount> {
   const mountpoint = mountpointDir(t);
   const cacheDir = options.cacheDir ?? tempDir(t, 'cache');
+  const workDir = mkdtempSync(join(tmpdir(), 'stagefs-test-daemon-'));
   const source = `s3://${options.bucket ?? BUCKET}${options.prefix ? '/' + options.prefix : ''}`;
+  const endpoint = options.endpoint ?? s3.server.endpoint;
+  // Through a shell that lifts the core size limit, then becomes the daemon (same process).
   const daemon = spawn(
-    process.execPath,
-    [CLI, 'mount', source, mountpoint, '--foreground', '--engine', options.engine, '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir, ...(options.args ?? [])],
-    { env: { ...process.env, ...s3.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    '/bin/sh',
+    [
+      '-c',
+      'ulimit -c unlimited 2>/dev/null; exec "$0" "$@"',
+      process.execPath,
+      CLI, 'mount', source, mountpoint, '--foreground', '--engine', options.engine, '--endpoint', endpoint, '--cache-dir', cacheDir, ...(options.args ?? []),
+    ],
+    { cwd: workDir, env: { ...process.env, ...s3.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
   daemon.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   daemon.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   liveMountpoints.add(mountpoint);
   const mounted = () => isStagefsMount(mountAt(mountpoint));
+  let checked = false;
   const unmount = async () => {
     if (daemon.exitCode === null && daemon.signalCode === null) {
       const exited = new Promise<void>((resolve) => daemon.once('exit', () => resolve()));
@@ -111,6 +143,8 @@ export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promi
     }
     if (mounted()) lazyUnmount(mountpoint);
     liveMountpoints.delete(mountpoint);
+    if (!checked) checkDaemonDeath(t, daemon, workDir);
+    checked = true;
   };
   t.teardown(unmount);
   await waitFor(mounted, MOUNT_TIMEOUT_MS, `the mount at ${mountpoint}`, () =>
