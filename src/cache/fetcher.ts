@@ -2,19 +2,18 @@
  * Faults blocks into staging files with ranged GETs. One GET covers a run of adjacent missing
  * blocks; its body is written block by block, and each block is marked staged (and its waiters
  * woken) only once its bytes are on disk. Readers of a block already in flight wait on that fetch.
+ * The store checks responses and resumes broken bodies; a fetch that fails here is over.
  */
 import createDebug from 'debug';
 import { StoreError, errorMessage } from '../errors';
 import type { ObjectStore } from '../store/object-store';
 import { BufferPool } from '../util/buffer-pool';
-import { Deferred, sleep } from '../util/deferred';
+import { Deferred } from '../util/deferred';
+import type { Reservation } from './space-ledger';
 import type { StagedFiles } from './staged-files';
 import type { StagedObject } from './staged-object';
 
 const debug = createDebug('stagefs:fetch');
-
-const MAX_ATTEMPTS = 4;
-const RETRY_BASE_MS = 100;
 
 /** No cache space could be had (reservation refused, or the disk is full): serve by bypass. */
 export class NoCacheSpace extends Error {
@@ -25,12 +24,10 @@ export class NoCacheSpace extends Error {
 }
 
 export interface FetcherHooks {
-  /** Reserves cache space for `bytes`; false when no room can be made. */
-  reserve(bytes: number): Promise<boolean>;
-  /** Reserved bytes that became staged. */
-  committed(object: StagedObject, bytes: number): void;
-  /** Reserved bytes given back unused. */
-  released(bytes: number): void;
+  /** Reserves cache space for `bytes`; undefined when no room can be made. */
+  reserve(bytes: number): Promise<Reservation | undefined>;
+  /** Blocks of `object` became staged. */
+  staged(object: StagedObject): void;
   fetched(bytes: number): void;
 }
 
@@ -67,49 +64,37 @@ export class Fetcher {
   }
 
   private async run(object: StagedObject, first: number, last: number, waiters: Map<number, Deferred>): Promise<void> {
-    let unwritten = object.spanLength(first, last);
     let next = first;
+    const reservation = await this.hooks.reserve(object.spanLength(first, last));
     try {
-      if (!(await this.hooks.reserve(unwritten))) {
-        unwritten = 0;
-        throw new NoCacheSpace(`no cache space for ${object.spanLength(first, last)} bytes`);
-      }
+      if (!reservation) throw new NoCacheSpace(`no cache space for ${object.spanLength(first, last)} bytes`);
       const file = await object.openFile(this.files);
-      // The SDK retries a request that fails outright; a body that breaks midway resumes here
-      // from the first block not yet written.
-      for (let attempt = 1; next <= last; attempt++) {
-        const body = await this.store.getRange(object.key, object.blockStart(next), object.blockStart(next) + object.spanLength(next, last), object.etag);
-        try {
-          next = await this.stream(object, body, next, last, async (block, bytes) => {
-            await file.write(bytes, 0, bytes.length, object.blockStart(block));
-            const staged = object.markStaged(block);
-            unwritten -= bytes.length;
-            this.hooks.committed(object, staged);
-            this.hooks.released(bytes.length - staged);
-            waiters.get(block)?.resolve();
-          });
-        } catch (err) {
-          if (!isBrokenStream(err) || attempt >= MAX_ATTEMPTS) throw err;
-          debug('%s: resuming blocks %d..%d after: %s', object.key, next, last, errorMessage(err));
-          await sleep(RETRY_BASE_MS * 4 ** (attempt - 1));
-        }
-      }
+      const start = object.blockStart(first);
+      const body = await this.store.getRange(object.key, start, start + object.spanLength(first, last), object.etag);
+      await this.stream(object, body, first, last, async (block, bytes) => {
+        await file.write(bytes, 0, bytes.length, object.blockStart(block));
+        reservation.commit(object.markStaged(block));
+        this.hooks.staged(object);
+        next = block + 1;
+        waiters.get(block)?.resolve();
+      });
     } catch (err) {
       const failure = isDiskFull(err) ? new NoCacheSpace(`cache disk full: ${errorMessage(err)}`) : err;
       if (!(failure instanceof NoCacheSpace)) debug('%s: fetch of blocks %d..%d failed: %s', object.key, next, last, errorMessage(err));
       for (let block = next; block <= last; block++) waiters.get(block)?.reject(failure);
-      if (unwritten > 0) this.hooks.released(unwritten);
+    } finally {
+      reservation?.release();
     }
   }
 
-  /** Hands each complete block of `body` (blocks from..last) to `write`; returns the block after the last written. */
+  /** Hands each complete block of `body` (blocks from..last) to `write`; a body of any other length fails. */
   private async stream(
     object: StagedObject,
     body: AsyncIterable<Uint8Array>,
     from: number,
     last: number,
     write: (block: number, bytes: Buffer) => Promise<void>,
-  ): Promise<number> {
+  ): Promise<void> {
     let block = from;
     const buffer = this.buffers.take(object.blockSize);
     let length = object.blockLength(block);
@@ -118,7 +103,7 @@ export class Fetcher {
       for await (const chunk of body) {
         let offset = 0;
         while (offset < chunk.length) {
-          if (block > last) throw new StoreError('Server', `${object.key}: the store sent more bytes than asked`);
+          if (block > last) throw new StoreError('BadResponse', `${object.key}: the store sent more bytes than asked`);
           const take = Math.min(chunk.length - offset, length - filled);
           buffer.set(chunk.subarray(offset, offset + take), filled);
           filled += take;
@@ -135,16 +120,8 @@ export class Fetcher {
     } finally {
       this.buffers.give(buffer);
     }
-    if (block <= last) throw new StoreError('Server', `${object.key}: the response ended early at block ${block}`);
-    return block;
+    if (block <= last) throw new StoreError('BadResponse', `${object.key}: the response ended early at block ${block}`);
   }
-}
-
-/** A response body that broke off (reset, timeout, short) can be resumed with a new GET. */
-function isBrokenStream(err: unknown): boolean {
-  if (err instanceof StoreError) return err.kind === 'Server';
-  const code = (err as NodeJS.ErrnoException).code;
-  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error).name === 'AbortError';
 }
 
 function isDiskFull(err: unknown): boolean {

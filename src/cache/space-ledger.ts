@@ -1,7 +1,8 @@
 /**
- * Accounting of cache space: staged bytes (on disk) and reserved bytes (promised to fetches in
- * flight). A fetch reserves before it writes, so concurrent faults cannot overcommit the cache;
- * each reserved byte later becomes staged (commit) or is given back (release).
+ * Accounting of cache space: staged bytes (on disk) and reserved bytes (promised to writers in
+ * flight). A writer reserves before it writes, so concurrent faults cannot overcommit the cache.
+ * Reserved bytes are held by a Reservation, which alone turns them into staged bytes or gives
+ * them back: it knows how many it still holds, so no byte is committed or released twice.
  */
 export class SpaceLedger {
   private stagedBytes = 0;
@@ -26,30 +27,44 @@ export class SpaceLedger {
   }
 
   /** Reserves `bytes` if they fit within capacity; never blocks. */
-  tryReserve(bytes: number): boolean {
-    if (this.used + bytes > this.capacity) return false;
+  tryReserve(bytes: number): Reservation | undefined {
+    if (this.used + bytes > this.capacity) return undefined;
     this.reservedBytes += bytes;
-    return true;
-  }
-
-  /** Turns reserved bytes into staged bytes once they are written. */
-  commit(bytes: number): void {
-    this.take(bytes);
-    this.stagedBytes += bytes;
-  }
-
-  /** Gives back reserved bytes that were not written. */
-  release(bytes: number): void {
-    this.take(bytes);
+    return new Reservation(bytes, (committed, released) => {
+      this.reservedBytes -= committed + released;
+      this.stagedBytes += committed;
+    });
   }
 
   /** Counts bytes found on disk at start, or frees them when an entry goes. */
   adjustStaged(delta: number): void {
     this.stagedBytes = Math.max(0, this.stagedBytes + delta);
   }
+}
 
-  private take(bytes: number): void {
-    if (bytes > this.reservedBytes) throw new Error(`releasing ${bytes} reserved bytes of ${this.reservedBytes}`);
-    this.reservedBytes -= bytes;
+/** Bytes reserved for one writer, until they are written (commit) or given back (release). */
+export class Reservation {
+  constructor(
+    private remaining: number,
+    private readonly settle: (committed: number, released: number) => void,
+  ) {}
+
+  /** Bytes still reserved. */
+  get bytes(): number {
+    return this.remaining;
+  }
+
+  /** `bytes` of the reservation were written: they count as staged from now on. */
+  commit(bytes: number): void {
+    if (bytes > this.remaining) throw new RangeError(`committing ${bytes} bytes of a reservation holding ${this.remaining}`);
+    this.remaining -= bytes;
+    this.settle(bytes, 0);
+  }
+
+  /** Gives back what was not committed; the reservation holds nothing after. */
+  release(): void {
+    const bytes = this.remaining;
+    this.remaining = 0;
+    this.settle(0, bytes);
   }
 }

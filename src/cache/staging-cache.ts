@@ -17,7 +17,7 @@ import { Evictor } from './evictor';
 import { Fetcher, NoCacheSpace } from './fetcher';
 import { Readahead } from './readahead';
 import { reconcile } from './reconcile';
-import { SpaceLedger } from './space-ledger';
+import { SpaceLedger, type Reservation } from './space-ledger';
 import { entryId, StagedFiles } from './staged-files';
 import { StagedObject, type ObjectVersion } from './staged-object';
 import { WorkingCopies } from './working-copies';
@@ -108,11 +108,7 @@ export class StagingCache {
     this.disk = new DiskSpace(config.dir);
     this.fetcher = new Fetcher(store, files, {
       reserve: async (bytes) => this.reserve(bytes),
-      committed: (object, bytes) => {
-        this.ledger.commit(bytes);
-        this.changed.add(object);
-      },
-      released: (bytes) => this.ledger.release(bytes),
+      staged: (object) => this.changed.add(object),
       fetched: (bytes) => this.count('bytesFetched', bytes),
     });
     this.working = new WorkingCopies({
@@ -380,14 +376,14 @@ export class StagingCache {
    * Reserves cache space, evicting what nothing uses when it does not fit; never waits on I/O.
    * The disk must have room too: reserved bytes are not on disk yet, so they count against it.
    */
-  private reserve(bytes: number): boolean {
+  private reserve(bytes: number): Reservation | undefined {
     if (!this.disk.fits(bytes, this.ledger.reserved)) {
       evictLog('cache disk has no room for %s more', formatBytes(bytes));
-      return false;
+      return undefined;
     }
-    if (!this.ledger.tryReserve(bytes) && !(this.evictor.makeRoom(bytes) && this.ledger.tryReserve(bytes))) return false;
-    this.evictor.enforceWatermarks();
-    return true;
+    const reservation = this.ledger.tryReserve(bytes) ?? (this.evictor.makeRoom(bytes) ? this.ledger.tryReserve(bytes) : undefined);
+    if (reservation) this.evictor.enforceWatermarks();
+    return reservation;
   }
 
   private hasUnrequested(object: StagedObject, first: number, last: number): boolean {

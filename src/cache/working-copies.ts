@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import createDebug from 'debug';
 import { FsError } from '../errors';
 import type { CacheIndex, EntryRecord } from './cache-index';
-import type { SpaceLedger } from './space-ledger';
+import type { Reservation, SpaceLedger } from './space-ledger';
 import { entryId, type StagedFiles } from './staged-files';
 import { StagedObject, type ObjectVersion } from './staged-object';
 import { WorkingCopy } from './working-copy';
@@ -24,8 +24,8 @@ export interface WorkingCopiesDeps {
   index: CacheIndex;
   files: StagedFiles;
   ledger: SpaceLedger;
-  /** Reserves cache space, evicting clean entries if needed; false when no room can be made. */
-  reserve: (bytes: number) => boolean;
+  /** Reserves cache space, evicting clean entries if needed; undefined when no room can be made. */
+  reserve: (bytes: number) => Reservation | undefined;
   /** Takes a clean staged version into the cache (a working copy that became one). */
   adopt: (object: StagedObject) => void;
   now: () => number;
@@ -56,15 +56,15 @@ export class WorkingCopies {
     const path = this.deps.files.pathOf(id);
     await mkdir(dirname(path), { recursive: true });
     const size = source?.size ?? 0;
-    if (size > 0 && !this.deps.reserve(size)) throw new FsError('ENOSPC', `no cache space for a working copy of ${key}`);
+    const reservation = size > 0 ? this.deps.reserve(size) : undefined;
+    if (size > 0 && !reservation) throw new FsError('ENOSPC', `no cache space for a working copy of ${key}`);
     try {
       if (source) await copyFile(source.path, path);
       else await (await open(path, 'w')).close();
-    } catch (err) {
-      if (size > 0) this.deps.ledger.release(size);
-      throw err;
+      reservation?.commit(size);
+    } finally {
+      reservation?.release();
     }
-    if (size > 0) this.deps.ledger.commit(size);
     const copy = this.make(id, key, size, metadata, this.deps.now(), true);
     this.copies.set(id, copy);
     await this.persist(copy);
@@ -164,17 +164,19 @@ export class WorkingCopies {
   /** Changes the size, reserving growth first, and runs `change` on the file. */
   private async resize(copy: WorkingCopy, size: number, change: (file: FileHandle) => Promise<unknown>): Promise<void> {
     const growth = size - copy.size;
-    if (growth > 0 && !this.deps.reserve(growth)) throw new FsError('ENOSPC', `no cache space to grow ${copy.key}`);
+    const reservation = growth > 0 ? this.deps.reserve(growth) : undefined;
+    if (growth > 0 && !reservation) throw new FsError('ENOSPC', `no cache space to grow ${copy.key}`);
     try {
       await change(await copy.openFile());
+      reservation?.commit(growth);
     } catch (err) {
-      if (growth > 0) this.deps.ledger.release(growth);
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOSPC' || code === 'EDQUOT') throw new FsError('ENOSPC', `cache disk full writing ${copy.key}`);
       throw err;
+    } finally {
+      reservation?.release();
     }
-    if (growth > 0) this.deps.ledger.commit(growth);
-    else this.deps.ledger.adjustStaged(growth);
+    if (growth < 0) this.deps.ledger.adjustStaged(growth);
     copy.size = size;
     await this.changed(copy);
   }

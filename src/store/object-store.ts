@@ -39,8 +39,10 @@ export interface ObjectStore {
   head(key: string): Promise<ObjectInfo | undefined>;
 
   /**
-   * The bytes [start, end) of the object, as it is at `etag`. Throws StoreError 'PreconditionFailed'
-   * when the object no longer has that ETag, so a reader never mixes two versions.
+   * The bytes [start, end) of the object, as it is at `etag`: exactly end - start bytes, in order,
+   * or an error (responses are checked, broken bodies resumed, inside the store). Throws
+   * StoreError 'PreconditionFailed' when the object no longer has that ETag, so a reader never
+   * mixes two versions.
    */
   getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
 

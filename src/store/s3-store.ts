@@ -21,6 +21,7 @@ import createDebug from 'debug';
 import type { StoreConfig } from '../config';
 import { StoreError, type StoreErrorKind } from '../errors';
 import type { ListOptions, ListPage, ObjectInfo, ObjectStore } from './object-store';
+import { rangeResponseProblem, resumingRange, type RangeBody } from './range-read';
 
 const debug = createDebug('stagefs:store');
 
@@ -126,21 +127,35 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
-    const output = await this.call(`get ${key} [${start}, ${end})`, () =>
+  getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    const open = (from: number, to: number) => this.openRange(key, from, to, etag, signal);
+    return Promise.resolve(resumingRange(open, start, end, `get ${key} [${start}, ${end})`, signal));
+  }
+
+  /** One GET of [start, end), refused unless the response is exactly that range of that version. */
+  private async openRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<RangeBody> {
+    const what = `get ${key} [${start}, ${end})`;
+    const output = await this.call(what, () =>
       this.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}`, IfMatch: etag }),
         { abortSignal: signal },
       ),
     );
-    const body = output.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
-    // Servers that ignore If-Match still name the version they sent; refuse any other.
-    if (output.ETag && output.ETag !== etag) {
+    const body = output.Body as RangeBody | undefined;
+    // Servers that ignore Range or If-Match answer with other bytes; those are never data.
+    const problem = body
+      ? rangeResponseProblem(
+          { status: output.$metadata.httpStatusCode, contentRange: output.ContentRange, contentLength: output.ContentLength, etag: output.ETag },
+          start,
+          end,
+          etag,
+        )
+      : 'the response has no body';
+    if (problem) {
       body?.destroy?.();
-      throw new StoreError('PreconditionFailed', `${key} changed in the store (ETag ${output.ETag}, expected ${etag})`);
+      throw new StoreError('BadResponse', `${what}: ${problem}`);
     }
-    if (!body) throw new StoreError('Server', `get ${key}: the response has no body`);
-    return body;
+    return body!;
   }
 
   async put(key: string, body: Uint8Array, metadata: Record<string, string> = {}): Promise<ObjectInfo> {

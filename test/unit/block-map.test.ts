@@ -34,12 +34,22 @@ t.test('readahead grows on sequential reads and collapses on random ones', async
 
 t.test('space ledger', async (t) => {
   const ledger = new SpaceLedger(100);
-  t.ok(ledger.tryReserve(60));
+  const reservation = ledger.tryReserve(60)!;
+  t.ok(reservation);
   t.notOk(ledger.tryReserve(41), 'cannot overcommit');
-  ledger.commit(50);
-  ledger.release(10);
+  reservation.commit(30);
+  reservation.commit(20);
+  t.equal(reservation.bytes, 10, 'the reservation knows what it still holds');
+  t.throws(() => reservation.commit(11), /holding 10/, 'and commits no more than that');
+  reservation.release();
   t.equal(ledger.staged, 50);
   t.equal(ledger.reserved, 0);
   t.equal(ledger.free, 50);
-  t.throws(() => ledger.release(1), /reserved/);
+  reservation.release();
+  t.equal(ledger.reserved, 0, 'a second release gives back nothing');
+  t.equal(ledger.staged, 50);
+  const other = ledger.tryReserve(50)!;
+  other.release();
+  other.release();
+  t.equal(ledger.free, 50, 'releases of another reservation do not touch this one');
 });
