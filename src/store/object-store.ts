@@ -13,6 +13,9 @@ export interface ObjectInfo {
   metadata?: Record<string, string>;
 }
 
+/** The version of an object a copy is made of. */
+export type CopySource = Pick<ObjectInfo, 'key' | 'etag' | 'size'>;
+
 export interface ListPage {
   objects: ObjectInfo[];
   /** Common prefixes, each ending in the delimiter. */
@@ -60,10 +63,12 @@ export interface ObjectStore {
   abortMultipart(key: string, uploadId: string): Promise<void>;
 
   /**
-   * Copies `from` (of `size` bytes) to `to` inside the bucket, server-side; with `metadata`
-   * the copy gets it instead of the source's. `from` may equal `to` to change metadata only.
+   * Copies `source` to `to` inside the bucket, server-side, only as it is at `source.etag`
+   * (CopySourceIfMatch): throws StoreError 'PreconditionFailed' when the object changed. With
+   * `metadata` the copy gets it instead of the source's. `to` may be the source's own key, to
+   * change metadata only.
    */
-  copy(from: string, to: string, size: number, metadata?: Record<string, string>): Promise<ObjectInfo>;
+  copy(source: CopySource, to: string, metadata?: Record<string, string>): Promise<ObjectInfo>;
 
   delete(key: string): Promise<void>;
 

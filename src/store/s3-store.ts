@@ -20,7 +20,7 @@ import {
 import createDebug from 'debug';
 import type { StoreConfig } from '../config';
 import { StoreError, type StoreErrorKind } from '../errors';
-import type { ListOptions, ListPage, ObjectInfo, ObjectStore } from './object-store';
+import type { CopySource, ListOptions, ListPage, ObjectInfo, ObjectStore } from './object-store';
 import { rangeResponseProblem, resumingRange, type RangeBody } from './range-read';
 
 const debug = createDebug('stagefs:store');
@@ -204,23 +204,31 @@ export class S3Store implements ObjectStore {
     );
   }
 
-  async copy(from: string, to: string, size: number, metadata?: Record<string, string>): Promise<ObjectInfo> {
-    const source = copySource(this.bucket, from);
+  async copy(from: CopySource, to: string, metadata?: Record<string, string>): Promise<ObjectInfo> {
+    const source = copySource(this.bucket, from.key);
     const directive = metadata ? 'REPLACE' : 'COPY';
-    if (size <= MAX_SINGLE_COPY) {
-      const output = await this.call(`copy ${from} to ${to}`, () =>
+    const what = `copy ${from.key} (${from.etag}) to ${to}`;
+    if (from.size <= MAX_SINGLE_COPY) {
+      const output = await this.call(what, () =>
         this.client.send(
-          new CopyObjectCommand({ Bucket: this.bucket, Key: to, CopySource: source, MetadataDirective: directive, Metadata: metadata }),
+          new CopyObjectCommand({
+            Bucket: this.bucket,
+            Key: to,
+            CopySource: source,
+            CopySourceIfMatch: from.etag,
+            MetadataDirective: directive,
+            Metadata: metadata,
+          }),
         ),
       );
       return this.infoAfterWrite(to, output.CopyObjectResult?.ETag);
     }
-    const uploadId = await this.createMultipart(to, metadata ?? (await this.head(from))?.metadata);
+    const uploadId = await this.createMultipart(to, metadata ?? (await this.sourceMetadata(from)));
     try {
       const etags: string[] = [];
-      for (let start = 0; start < size; start += COPY_PART_SIZE) {
-        const end = Math.min(size, start + COPY_PART_SIZE) - 1;
-        const output = await this.call(`copy part of ${from} to ${to}`, () =>
+      for (let start = 0; start < from.size; start += COPY_PART_SIZE) {
+        const end = Math.min(from.size, start + COPY_PART_SIZE) - 1;
+        const output = await this.call(`${what}, part ${etags.length + 1}`, () =>
           this.client.send(
             new UploadPartCopyCommand({
               Bucket: this.bucket,
@@ -228,6 +236,7 @@ export class S3Store implements ObjectStore {
               UploadId: uploadId,
               PartNumber: etags.length + 1,
               CopySource: source,
+              CopySourceIfMatch: from.etag,
               CopySourceRange: `bytes=${start}-${end}`,
             }),
           ),
@@ -239,6 +248,14 @@ export class S3Store implements ObjectStore {
       await this.abortMultipart(to, uploadId).catch(() => undefined); // best effort: the copy already failed
       throw err;
     }
+  }
+
+  /** The metadata of the version a multipart copy is made of; the parts' CopySourceIfMatch holds it to that version. */
+  private async sourceMetadata(from: CopySource): Promise<Record<string, string> | undefined> {
+    const info = await this.head(from.key);
+    if (!info) throw new StoreError('NotFound', `copy ${from.key}: no such key`);
+    if (info.etag !== from.etag) throw new StoreError('PreconditionFailed', `copy ${from.key}: it changed in the store (ETag ${info.etag}, expected ${from.etag})`);
+    return info.metadata;
   }
 
   async delete(key: string): Promise<void> {
