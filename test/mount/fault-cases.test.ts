@@ -13,7 +13,7 @@ import { startS3 } from '../helpers/s3';
 
 const MiB = 1024 * 1024;
 /** Each read of a block not staged fails only after the store's attempts (about 2 s). */
-const READS_AFTER_REPLACE = 6;
+const READS_AFTER_REPLACE = 4;
 
 engineTest(t, 'a body that breaks off resumes at the first byte not yet written; reservations are given back once', async (t, engine) => {
   const s3 = await startS3(t);
