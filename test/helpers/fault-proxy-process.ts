@@ -29,7 +29,10 @@ function matches(match: RequestMatch | undefined, req: IncomingMessage, key: str
   if (req.method !== (match?.method ?? 'GET')) return false;
   if (match?.keyPrefix !== undefined && !key?.startsWith(match.keyPrefix)) return false;
   const ranged = match?.ranged ?? (match?.method === undefined ? true : undefined);
-  return ranged === undefined || ranged === (req.headers.range !== undefined);
+  if (ranged !== undefined && ranged !== (req.headers.range !== undefined)) return false;
+  if (match?.minLength === undefined) return true;
+  const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+  return range !== null && Number(range[2]) - Number(range[1]) + 1 >= match.minLength;
 }
 
 /**

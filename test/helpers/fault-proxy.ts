@@ -45,6 +45,8 @@ export interface RequestMatch {
   keyPrefix?: string;
   /** Only requests with (true) or without (false) a Range header; default: GETs of a range. */
   ranged?: boolean;
+  /** Only ranges of at least this many bytes (bodies that span several blocks, say). */
+  minLength?: number;
 }
 
 export interface FaultRule {
