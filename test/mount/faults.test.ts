@@ -5,8 +5,7 @@
  */
 import t from 'tap';
 import { startFaultProxy, type Fault } from '../helpers/fault-proxy';
-import { mountThrough, noLedgerTrouble, readAll, seedFiles, settledStatus } from '../helpers/fault-reads';
-import { seeded } from '../helpers/files';
+import { mountThrough, noLedgerTrouble, readAll, seedFiles } from '../helpers/fault-reads';
 import { engineTest } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
 
@@ -41,32 +40,5 @@ engineTest(t, 'with a few faults of each kind, every read returns exactly the ob
     t.same(tally.errors, [], `${name}: no read failed`);
     t.equal(await proxy.injected(fault.kind), FAULTS_PER_KIND, `${name}: ${FAULTS_PER_KIND} faults were injected`);
   }
-  noLedgerTrouble(t, mount);
-});
-
-engineTest(t, 'under a mix of faults at random, no read returns a wrong byte', async (t, engine) => {
-  const s3 = await startS3(t);
-  const proxy = await startFaultProxy(t, s3);
-  const random = seeded(7);
-  const sizes = Array.from({ length: 32 }, () => 1 + Math.floor(random() * 5 * MiB));
-  const files = await seedFiles(s3, 'soak', sizes);
-  const mount = await mountThrough(t, s3, proxy, engine, ['--cache-size', '48MiB']);
-  await proxy.set(
-    [
-      ...TRANSIENT.filter(([, fault]) => fault.kind !== 'stall').map(([, fault]) => fault),
-      { kind: 'reset' } as Fault,
-      { kind: 'truncate', declared: 'sent' } as Fault,
-      { kind: 'stall', ms: 300 } as Fault,
-    ].map((fault, i) => ({ fault, rate: 0.03, seed: 100 + i })),
-  );
-  const tally = await readAll(mount, files, 99);
-  const injected = await proxy.injected();
-  t.equal(tally.wrong, 0, `no wrong byte in ${tally.files} files of 1 B to 5 MiB (${injected} faults injected, ${tally.failed} reads failed)`);
-  t.ok(injected > 0, 'faults were injected');
-  if (tally.failed) t.comment(`failed reads (allowed: the store failed them repeatedly): ${tally.errors.join('; ')}`);
-  await proxy.clear();
-  const status = await settledStatus(mount);
-  t.equal(status.reservedBytes, 0, 'every reservation was given back');
-  t.ok(status.stagedBytes <= 48 * MiB, `staged bytes (${status.stagedBytes}) stay within --cache-size`);
   noLedgerTrouble(t, mount);
 });
