@@ -12,7 +12,7 @@ import { constants } from 'node:fs';
 import createDebug from 'debug';
 import type { CacheHandle, DirectAccess, StagingCache } from '../cache/staging-cache';
 import type { ObjectVersion } from '../cache/staged-object';
-import { errorMessage, FsError } from '../errors';
+import { errorMessage, FsError, StoreError } from '../errors';
 import type { FileNode, Namespace, Node } from '../namespace/namespace';
 import { baseName, dirPrefixOf, keyOf, parentOf } from '../namespace/paths';
 import type { ObjectInfo, ObjectStore } from '../store/object-store';
@@ -80,6 +80,8 @@ const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
 /** Objects copied at once when a directory is renamed. */
 const RENAME_COPIES_IN_FLIGHT = 8;
+/** Copies of an object that keeps changing in the store before a rename or chmod gives up. */
+const COPY_ATTEMPTS = 3;
 
 export class Filesystem {
   private readonly namespace: Namespace;
@@ -390,8 +392,8 @@ export class Filesystem {
     }
   }
 
-  /** The object version a file node stands for, as the cache knows it. */
-  versionOf(node: FileNode): ObjectVersion {
+  /** The object version a file node (or an object of a listing) stands for, as the cache knows it. */
+  versionOf(node: ObjectInfo): ObjectVersion {
     return { bucket: this.bucket, key: node.key, etag: node.etag, size: node.size, mtime: node.mtime.getTime() };
   }
 
@@ -511,11 +513,11 @@ export class Filesystem {
   private async renameObject(node: FileNode, to: string): Promise<void> {
     await this.writes.replace(to);
     const toKey = keyOf(this.prefix, to);
-    const info = await this.store.copy(node.key, toKey, node.size, undefined, node.etag);
+    const { copied, info } = await this.copyObject(node, toKey);
     await this.store.delete(node.key);
-    await this.cache.rekey(this.versionOf(node), { bucket: this.bucket, key: toKey, etag: info.etag, size: info.size, mtime: info.mtime.getTime() });
+    await this.cache.rekey(this.versionOf(copied), { bucket: this.bucket, key: toKey, etag: info.etag, size: info.size, mtime: info.mtime.getTime() });
     this.namespace.inodes.produced(to, info.etag);
-    this.namespace.remember(this.namespace.fileNode(to, { ...info, metadata: info.metadata ?? node.metadata }));
+    this.namespace.remember(this.namespace.fileNode(to, { ...info, metadata: info.metadata ?? copied.metadata }));
   }
 
   /** Moves every object below `from` to `to`, then deletes the originals: not atomic, as in every S3 mount. */
@@ -537,9 +539,9 @@ export class Filesystem {
       while (next < objects.length) {
         const object = objects[next++];
         const key = toPrefix + object.key.slice(fromPrefix.length);
-        const info = await this.store.copy(object.key, key, object.size, undefined, object.etag);
-        const version = { bucket: this.bucket, key: object.key, etag: object.etag, size: object.size, mtime: object.mtime.getTime() };
-        await this.cache.rekey(version, { ...version, key, etag: info.etag, mtime: info.mtime.getTime() });
+        const { copied, info } = await this.copyObject(object, key);
+        const from = this.versionOf(copied);
+        await this.cache.rekey(from, { ...from, key, etag: info.etag, mtime: info.mtime.getTime() });
         this.namespace.inodes.produced(to + '/' + object.key.slice(fromPrefix.length), info.etag);
       }
     };
@@ -563,11 +565,35 @@ export class Filesystem {
       await this.store.put(dirPrefixOf(this.prefix, path), new Uint8Array(0), formatMetadata(definedOnly(attrs), 'dir'));
       return;
     }
-    const metadata = formatMetadata({ ...parseMetadata(node.metadata), ...definedOnly(attrs) }, 'file');
-    const info = await this.store.copy(node.key, node.key, node.size, metadata, node.etag);
-    await this.cache.rekey(this.versionOf(node), { ...this.versionOf(node), etag: info.etag });
+    const withAttrs = (source: ObjectInfo) => formatMetadata({ ...parseMetadata(source.metadata), ...definedOnly(attrs) }, 'file');
+    const { copied, info } = await this.copyObject(node, node.key, withAttrs);
+    await this.cache.rekey(this.versionOf(copied), { ...this.versionOf(copied), etag: info.etag });
     this.namespace.inodes.produced(path, info.etag);
-    this.namespace.remember(this.namespace.fileNode(path, { ...info, metadata }));
+    this.namespace.remember(this.namespace.fileNode(path, { ...info, metadata: withAttrs(copied) }));
+  }
+
+  /**
+   * A server-side copy of the object as the mount knows it (CopySourceIfMatch). If it changed in
+   * the store since, the copy is made again of what the store holds now, as a fresh lookup would
+   * have seen it: `copied` is the version actually copied, and only its staged blocks may follow.
+   */
+  private async copyObject(
+    source: ObjectInfo,
+    to: string,
+    metadataOf?: (source: ObjectInfo) => Record<string, string>,
+  ): Promise<{ copied: ObjectInfo; info: ObjectInfo }> {
+    let copied = source;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return { copied, info: await this.store.copy(copied, to, metadataOf?.(copied)) };
+      } catch (err) {
+        if (!(err instanceof StoreError && err.kind === 'PreconditionFailed') || attempt >= COPY_ATTEMPTS) throw err;
+        const current = await this.store.head(copied.key);
+        if (!current) throw new FsError('ENOENT', `${copied.key} is gone from the store`);
+        debug('%s changed in the store (%s, was %s): copying the current version', copied.key, current.etag, copied.etag);
+        copied = current;
+      }
+    }
   }
 }
 

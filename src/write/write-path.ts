@@ -300,7 +300,7 @@ export class WritePath {
       else this.abandonSession(file);
       const base = file.base;
       if (base && base.key === oldKey && (file.relyingOnBase || !file.dirty)) {
-        const info = await this.store.copy(oldKey, file.key, base.size, undefined, base.etag);
+        const info = await this.store.copy({ key: oldKey, etag: base.etag, size: base.size }, file.key);
         const moved = { ...base, key: file.key, etag: info.etag, mtime: info.mtime.getTime() };
         await this.cache.rekey(base, moved);
         this.rebase(file, moved);
