@@ -82,6 +82,11 @@ const RENAME_EXCHANGE = 2;
 const RENAME_COPIES_IN_FLIGHT = 8;
 /** Copies of an object that keeps changing in the store before a rename or chmod gives up. */
 const COPY_ATTEMPTS = 3;
+/**
+ * How long an open for writing waits for the kernel's passthrough readers of the file to go:
+ * close(2) does not wait for its RELEASE, so an open right after a reader's close can come first.
+ */
+const KERNEL_READERS_WAIT_MS = 2000;
 
 export class Filesystem {
   private readonly namespace: Namespace;
@@ -92,6 +97,8 @@ export class Filesystem {
   private readonly owner: { uid: number; gid: number };
   private readonly readOnly: boolean;
   private readonly handles = new HandleTable<OpenFile>();
+  /** Called when a handle the kernel read directly is released. */
+  private readonly kernelReaderGone = new Set<() => void>();
   private readonly localizing = new SingleFlight<string, LocalFile>();
   private readonly writes: WritePath;
   /** Told when a handle's reads must come back through here (its file is being written). */
@@ -162,9 +169,7 @@ export class Filesystem {
   async open(path: string, flags: number): Promise<number> {
     const writable = (flags & O_ACCMODE) !== constants.O_RDONLY;
     if (writable || flags & constants.O_TRUNC) this.checkWritable(path);
-    if (writable && [...this.handles.values()].some((f) => f.path === path && f.direct === 'kernel')) {
-      throw new FsError('ETXTBSY', `${path} is open for reading by the kernel directly (passthrough)`);
-    }
+    if (writable) await this.kernelReadersGone(path);
     let local = this.writes.fileAt(path);
     if (local?.failure && flags & constants.O_TRUNC && writable) {
       // Starting the file over: the failed one stays with its handles until they close.
@@ -246,9 +251,28 @@ export class Filesystem {
   }
 
   async release(fh: number): Promise<void> {
-    const { reading } = this.handles.remove(fh);
+    const { reading, direct } = this.handles.remove(fh);
     if (reading.kind === 'local') this.writes.detach(reading.file);
     else this.cache.release(reading.handle);
+    if (direct === 'kernel') for (const wake of [...this.kernelReaderGone]) wake();
+  }
+
+  /** Waits a little for the kernel's direct readers of `path` to close; ETXTBSY if they stay. */
+  private async kernelReadersGone(path: string): Promise<void> {
+    const deadline = Date.now() + KERNEL_READERS_WAIT_MS;
+    while ([...this.handles.values()].some((file) => file.path === path && file.direct === 'kernel')) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new FsError('ETXTBSY', `${path} is open for reading by the kernel directly (passthrough)`);
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.kernelReaderGone.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, left);
+        this.kernelReaderGone.add(wake);
+      });
+    }
   }
 
   /**
