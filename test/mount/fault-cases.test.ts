@@ -37,8 +37,13 @@ engineTest(t, 'reads that bypass a full cache get the whole range, or fail; neve
   const s3 = await startS3(t);
   const proxy = await startFaultProxy(t, s3);
   const files = await seedFiles(s3, 'bypass', [MiB + 1, 3 * MiB, 9 * MiB + 7]);
-  // Smaller than one block: no fetch can reserve space, every read of a block goes straight to the store.
-  const mount = await mountThrough(t, s3, proxy, engine, ['--cache-size', '64KiB']);
+  const held = randomData(2 * MiB);
+  await s3.store.put('held.img', held);
+  const mount = await mountThrough(t, s3, proxy, engine, ['--cache-size', '2MiB']);
+  // A file held open fills the cache and cannot be evicted: every other read goes straight to the store.
+  const holder = await open(mount.path('held.img'), 'r');
+  t.teardown(() => holder.close().catch(() => undefined));
+  t.same(await holder.readFile(), held, 'the held file fills the cache');
   await proxy.set([
     { fault: { kind: 'truncate', declared: 'sent' }, count: 2, seed: 1 },
     { fault: { kind: 'truncate', declared: 'full' }, count: 2, seed: 2 },
