@@ -9,7 +9,8 @@ import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, rename, stat, 
 import { constants } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { engineTest, mountS3, tempDir } from '../helpers/mount';
+import { engineTest, ENGINES, mountS3, tempDir } from '../helpers/mount';
+import { mountS3fs } from '../helpers/s3fs';
 import { startS3 } from '../helpers/s3';
 import { objectBytes } from '../helpers/s3-read';
 
@@ -158,6 +159,68 @@ engineTest(t, 'inode numbers stay across rename; file handles open again after t
   t.equal(dropAndOpen(), 'rewritten', 'and reads what the file holds now');
   await execFileSyncAsync('rm', [mount.path('b/h')]);
   t.throws(() => dropAndOpen(), 'a deleted file\'s handle is stale');
+});
+
+/** A tree of every kind, with modes, owners and times; then what it shows. */
+async function makeTree(root: string): Promise<void> {
+  await mkdir(join(root, 'dir'), { mode: 0o711 });
+  await writeFile(join(root, 'dir/file'), 'file bytes');
+  await chmod(join(root, 'dir/file'), 0o604);
+  await chown(join(root, 'dir/file'), 11, 12);
+  await utimes(join(root, 'dir/file'), Y2020, Y2020);
+  await symlink('file', join(root, 'dir/link'));
+  execFileSync('mkfifo', ['-m', '0620', join(root, 'dir/pipe')]);
+  await chmod(join(root, 'dir'), 0o711);
+  await chown(join(root, 'dir'), 21, 22);
+}
+
+async function describeTree(root: string): Promise<Record<string, unknown>> {
+  const show = async (name: string) => {
+    const st = await lstat(join(root, name));
+    return { mode: st.mode.toString(8), uid: st.uid, gid: st.gid, ...(name === 'dir/file' ? { mtime: seconds(st.mtime) } : {}) };
+  };
+  return {
+    dir: await show('dir'),
+    file: await show('dir/file'),
+    link: await show('dir/link'),
+    pipe: await show('dir/pipe'),
+    target: await readlink(join(root, 'dir/link')),
+    bytes: await readFile(join(root, 'dir/link'), 'utf8'),
+  };
+}
+
+const EXPECTED_TREE = {
+  dir: { mode: (constants.S_IFDIR | 0o711).toString(8), uid: 21, gid: 22 },
+  file: { mode: (constants.S_IFREG | 0o604).toString(8), uid: 11, gid: 12, mtime: seconds(Y2020) },
+  link: { mode: (constants.S_IFLNK | 0o777).toString(8) },
+  pipe: { mode: (constants.S_IFIFO | 0o620).toString(8) },
+  target: 'file',
+  bytes: 'file bytes',
+};
+
+t.test('buckets move between s3fs and stagefs both ways: types, modes, owners, times', async (t) => {
+  await t.test('written by s3fs, read by stagefs', async (t) => {
+    const s3 = await startS3(t);
+    const s3fs = await mountS3fs(t, s3);
+    await makeTree(s3fs.mountpoint);
+    t.match(await describeTree(s3fs.mountpoint), EXPECTED_TREE, 's3fs shows what it wrote');
+    for (const engine of ENGINES) {
+      const mount = await mountS3(t, s3, { engine });
+      t.match(await describeTree(mount.mountpoint), EXPECTED_TREE, `stagefs (${engine}) shows the same`);
+      await mount.unmount();
+    }
+  });
+  for (const engine of ENGINES) {
+    await t.test(`written by stagefs (${engine}), read by s3fs`, async (t) => {
+      const s3 = await startS3(t);
+      const mount = await mountS3(t, s3, { engine });
+      await makeTree(mount.mountpoint);
+      t.match(await describeTree(mount.mountpoint), EXPECTED_TREE, 'stagefs shows what it wrote');
+      await mount.unmount();
+      const s3fs = await mountS3fs(t, s3);
+      t.match(await describeTree(s3fs.mountpoint), EXPECTED_TREE, 's3fs shows the same');
+    });
+  }
 });
 
 async function execFileSyncAsync(file: string, args: string[]): Promise<void> {
