@@ -53,15 +53,19 @@ export function nodeAttrs(node: Node, owner: Owner): FullAttrs {
   const stored = parseMetadata(node.metadata);
   const type = nodeType(node);
   const fallback = node.kind === 'file' ? versionedMtime(node.mtime, node.etag).getTime() : node.mtime.getTime();
-  const mtime = stored.mtime ?? fallback;
+  const storedMtime = stored.mtime ?? fallback;
+  const changed = node.kind === 'dir' ? node.entriesChangedAt : undefined;
+  // A directory whose entries changed through the mount since its times were stored: both moved then.
+  const mtime = changed !== undefined && changed > storedMtime ? changed : storedMtime;
+  const ctime = changed !== undefined && changed > (stored.ctime ?? mtime) ? changed : stored.ctime ?? mtime;
   return {
     type,
     mode: stored.mode ?? (type === constants.S_IFDIR ? DIR_MODE : type === constants.S_IFLNK ? 0o777 : FILE_MODE),
     uid: stored.uid ?? owner.uid,
     gid: stored.gid ?? owner.gid,
     mtime,
-    ctime: stored.ctime ?? mtime,
-    atime: stored.atime ?? mtime,
+    ctime,
+    atime: stored.atime ?? storedMtime,
   };
 }
 

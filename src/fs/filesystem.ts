@@ -209,6 +209,7 @@ export class Filesystem {
       this.namespace.inodes.release(path); // a new file: a new inode, whatever the kernel holds of an old one
       const attrs = this.newAttrs(parent, constants.S_IFREG, mode, caller);
       await this.writes.create(path, withoutTimes(withAttrs(undefined, attrs)));
+      this.namespace.touchEntries(parentOf(path));
     }
     const fh = await this.open(path, flags & ~(constants.O_CREAT | constants.O_EXCL));
     return { fh, attr: await this.getattr(path) };
@@ -371,6 +372,7 @@ export class Filesystem {
     await this.store.put(dirPrefixOf(this.prefix, path), new Uint8Array(0), metadata);
     const node = this.namespace.dirNode(path, metadata);
     this.namespace.remember(node);
+    this.namespace.touchEntries(parentOf(path));
     return nodeAttr(node, this.owner);
   }
 
@@ -382,6 +384,7 @@ export class Filesystem {
     if (!(await this.isEmptyDirectory(path))) throw new FsError('ENOTEMPTY', `directory not empty: ${path}`);
     await this.store.delete(dirPrefixOf(this.prefix, path));
     this.namespace.remove(path);
+    this.namespace.touchEntries(parentOf(path));
   }
 
   /**
@@ -404,6 +407,7 @@ export class Filesystem {
     }
     this.namespace.remove(path);
     this.namespace.inodes.release(path);
+    this.namespace.touchEntries(parentOf(path));
   }
 
   async rename(from: string, to: string, flags = 0): Promise<void> {
@@ -440,6 +444,8 @@ export class Filesystem {
       throw err;
     }
     if (source?.kind !== 'dir') this.namespace.remove(from);
+    this.namespace.touchEntries(parentOf(from));
+    this.namespace.touchEntries(parentOf(to));
     for (const file of this.handles.values()) {
       if (file.path === from || file.path.startsWith(from + '/')) file.path = to + file.path.slice(from.length);
     }
@@ -516,6 +522,7 @@ export class Filesystem {
     const info = await this.store.put(key, body, metadata);
     const node = this.namespace.fileNode(path, { ...info, metadata });
     this.namespace.remember(node);
+    this.namespace.touchEntries(parentOf(path));
     return nodeAttr(node, this.owner);
   }
 

@@ -76,11 +76,6 @@ export class InodeTable {
     return this.generations.get(ino) ?? 0;
   }
 
-  /** Whether `ino` is the inode `path` has now (not one it had before an unlink or a replacement). */
-  isCurrent(ino: number, path: string): boolean {
-    return this.byPath.get(path)?.ino === ino;
-  }
-
   /**
    * After a rename, the inodes of `from` and below belong to `to`: the kernel moved its names,
    * and asks about those inodes by number.

@@ -45,6 +45,8 @@ export interface DirNode {
   /** The user metadata of the directory's marker object ({} when it has none). */
   metadata?: Record<string, string>;
   metadataAt?: number;
+  /** When an entry was last made, removed or renamed in it through the mount (ms), if it was. */
+  entriesChangedAt?: number;
 }
 
 export type Node = FileNode | DirNode;
@@ -77,6 +79,12 @@ export class Namespace {
   private readonly shadowWarned = new Set<string>();
   /** The mount root's attributes live here, never on the bucket (or prefix) itself. */
   private rootMetadata: Record<string, string> = {};
+  /**
+   * Directories whose entries changed through the mount, and when: their mtime and ctime move
+   * then, as on a local disk. Kept in memory only (a PUT on the marker per entry would double
+   * the cost of every create), so a remount shows the stored times again.
+   */
+  private readonly entriesChanged = new Map<string, number>();
 
   constructor(options: NamespaceOptions) {
     this.store = options.store;
@@ -87,7 +95,23 @@ export class Namespace {
   }
 
   get root(): DirNode {
-    return { kind: 'dir', path: '/', ino: ROOT_INO, mtime: this.mountedAt, metadata: this.rootMetadata, metadataAt: this.now() };
+    return {
+      kind: 'dir',
+      path: '/',
+      ino: ROOT_INO,
+      mtime: this.mountedAt,
+      metadata: this.rootMetadata,
+      metadataAt: this.now(),
+      entriesChangedAt: this.entriesChanged.get('/'),
+    };
+  }
+
+  /** An entry of directory `path` was made, removed or renamed through the mount just now. */
+  touchEntries(path: string): void {
+    const now = this.now();
+    this.entriesChanged.set(path, now);
+    const cached = this.nodes.get(path)?.value;
+    if (cached?.kind === 'dir') cached.entriesChangedAt = now;
   }
 
   /** New attributes of the mount root, kept in memory for the life of the mount. */
@@ -171,7 +195,7 @@ export class Namespace {
   }
 
   dirNode(path: string, metadata?: Record<string, string>): DirNode {
-    return { kind: 'dir', path, ino: this.inodes.inoOf(path), mtime: this.mountedAt, metadata };
+    return { kind: 'dir', path, ino: this.inodes.inoOf(path), mtime: this.mountedAt, metadata, entriesChangedAt: this.entriesChanged.get(path) };
   }
 
   private fresh<T>(cached: Cached<T> | undefined): cached is Cached<T> {

@@ -12,7 +12,9 @@ export function formatEpochSeconds(ms: number): string {
 
 /** ms since the epoch of such a text (also of older forms such as "1700000000.250"), or undefined. */
 export function parseEpochSeconds(text: string | undefined): number | undefined {
-  if (text === undefined || !/^-?\d+(\.\d+)?$/.test(text.trim())) return undefined;
-  const value = Math.round(Number(text.trim()) * 1000);
+  const match = text === undefined ? null : /^(-?\d+)(\.\d+)?$/.exec(text.trim());
+  if (!match) return undefined;
+  // Whole seconds, then a fraction that adds to them (also after negative seconds, as s3fs reads it).
+  const value = Number(match[1]) * 1000 + Math.round(Number(match[2] ?? 0) * 1000);
   return Number.isFinite(value) ? value : undefined;
 }

@@ -102,6 +102,11 @@ engineTest(t, 'ctime moves with every change, atime is settable, reads store not
   await writeFile(path, 'two');
   const written = await stat(path);
   t.ok(written.mtimeMs > Y2021.getTime() && written.ctimeMs >= written.mtimeMs, 'a write moves mtime and ctime');
+  await mkdir(mount.path('d'));
+  await utimes(mount.path('d'), Y2020, Y2020);
+  await writeFile(mount.path('d/new'), 'x');
+  const parent = await stat(mount.path('d'));
+  t.ok(parent.mtimeMs > Y2021.getTime() && parent.ctimeMs > Y2021.getTime(), 'a new entry moves its directory\'s mtime and ctime');
 });
 
 engineTest(t, 'the mount root keeps its attributes in memory: no bucket-level write', async (t, engine) => {
