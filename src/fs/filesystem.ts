@@ -549,7 +549,9 @@ export class Filesystem {
     return this.localizing.run(path, async () => {
       const node = await this.namespace.lookupFile(path);
       const { mtime, ctime, atime } = nodeAttrs(node, this.owner);
-      const local = await this.writes.openExisting(path, this.versionOf(node), withoutTimes(node.metadata), content === 'empty', { mtime, ctime, atime });
+      // Emptied (O_TRUNC, truncate to 0) is a change of content now; a copy keeps the object's times until changed.
+      const times = content === 'empty' ? { atime } : { mtime, ctime, atime };
+      const local = await this.writes.openExisting(path, this.versionOf(node), withoutTimes(node.metadata), content === 'empty', times);
       // The kernel knows the file by the object's inode until it is written whole anew.
       local.ino = node.ino;
       for (const [fh, file] of this.handles.entries()) {

@@ -182,7 +182,7 @@ export class WritePath {
    * `path`, an existing object, opened for a change: its bytes stay in the store (the base) until
    * parts of them are changed. With `empty` the file starts empty instead (O_TRUNC).
    */
-  async openExisting(path: string, base: ObjectVersion, metadata: Record<string, string>, empty: boolean, times: FileTimes): Promise<LocalFile> {
+  async openExisting(path: string, base: ObjectVersion, metadata: Record<string, string>, empty: boolean, times: Partial<FileTimes>): Promise<LocalFile> {
     if (empty) return this.register(path, { size: 0, metadata, dirty: true, ...times });
     const parts = Array.from({ length: partCount(base.size) }, () => ({ local: false, matchesBase: true, generation: 0, busy: 0 }));
     return this.register(path, { size: base.size, metadata, base, parts, dirty: false, ...times });
