@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "stagefs_native",
-      "sources": ["native/addon.c", "native/session.c", "native/mount.c", "native/notify.c"],
+      "sources": ["native/addon.c", "native/session.c", "native/mount.c", "native/notify.c", "native/crc32c.c"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
       "cflags!": ["-fno-exceptions"],
       "defines": ["NAPI_VERSION=8"]

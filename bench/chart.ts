@@ -10,6 +10,7 @@ const COLORS: Record<SystemName, string> = {
   rclone: '#2ca02c',
   'local-disk': '#7f7f7f',
   'raw-s3': '#c7c7c7',
+  'raw-s3-curl': '#e0e0e0',
 };
 
 const BAR = 12;
@@ -29,7 +30,8 @@ export function renderChart(results: BenchResults): string {
   const decades = Math.max(1, Math.ceil(Math.log10(Math.max(10, ...values))));
   const x = (value: number) => LEFT + (Math.log10(Math.max(1, value)) / decades) * PLOT;
   const groupHeight = systems.length * BAR + GROUP_GAP;
-  const groups = jobs.length * PHASES.length;
+  const phased = jobs.flatMap((job) => PHASES.filter((p) => systems.some((s) => job.bySystem[s]?.[p] !== undefined)).map((phase) => ({ job, phase })));
+  const groups = phased.length;
   const legendTop = TOP + groups * groupHeight + 20;
   const height = legendTop + systems.length * 18 + 10;
   const out: string[] = [
@@ -43,18 +45,16 @@ export function renderChart(results: BenchResults): string {
     out.push(`<text x="${at}" y="${TOP - 9}" text-anchor="middle" fill="#666">${(10 ** decade).toLocaleString('en-US')}</text>`);
   }
   let top = TOP;
-  for (const job of jobs) {
-    for (const phase of PHASES) {
-      out.push(`<text x="${LEFT - 8}" y="${top + (systems.length * BAR) / 2 + 4}" text-anchor="end">${escape(job.name)} (${phase})</text>`);
-      systems.forEach((system, i) => {
-        const value = job.bySystem[system]?.[phase];
-        const y = top + i * BAR;
-        if (value === undefined) return;
-        out.push(`<rect x="${LEFT}" y="${y}" width="${Math.max(1, x(value) - LEFT)}" height="${BAR - 2}" fill="${COLORS[system]}"/>`);
-        out.push(`<text x="${x(value) + 4}" y="${y + BAR - 3}" fill="#333">${formatValue(value)}</text>`);
-      });
-      top += groupHeight;
-    }
+  for (const { job, phase } of phased) {
+    out.push(`<text x="${LEFT - 8}" y="${top + (systems.length * BAR) / 2 + 4}" text-anchor="end">${escape(job.name)} (${phase})</text>`);
+    systems.forEach((system, i) => {
+      const value = job.bySystem[system]?.[phase];
+      const y = top + i * BAR;
+      if (value === undefined) return;
+      out.push(`<rect x="${LEFT}" y="${y}" width="${Math.max(1, x(value) - LEFT)}" height="${BAR - 2}" fill="${COLORS[system]}"/>`);
+      out.push(`<text x="${x(value) + 4}" y="${y + BAR - 3}" fill="#333">${formatValue(value)}</text>`);
+    });
+    top += groupHeight;
   }
   systems.forEach((system, i) => {
     const y = legendTop + i * 18;

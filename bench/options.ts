@@ -4,23 +4,28 @@ import { join } from 'node:path';
 import { SYSTEM_NAMES, type SystemName } from './systems';
 import { JOB_NAMES, type JobName } from './jobs';
 
-export const USAGE = `usage: npm run bench -- [--quick] [--smoke] [--endpoint URL --bucket NAME] [--only JOB[,JOB]]
-    [--systems NAME[,NAME]] [--out DIR] [--work DIR]
+export const USAGE = `usage: npm run bench -- [--quick] [--smoke] [--s3 rgw|s3rver | --endpoint URL --bucket NAME]
+    [--only JOB[,JOB]] [--systems NAME[,NAME]] [--out DIR] [--work DIR]
 
-  --quick          smaller data sets and shorter timed jobs (a few minutes in all)
+  --quick          smaller data sets and shorter timed jobs
   --smoke          a tiny data set, to check that the runner works (what npm test runs)
-  --endpoint URL   an existing S3 endpoint (credentials from AWS_* variables) instead of the
-                   embedded server; --bucket names the bucket (created when missing)
+  --s3 rgw         the object store: a Ceph RGW started by scripts/rgw.sh (the default), or
+  --s3 s3rver      the embedded S3 server (s3rver: needs no Ceph packages)
+  --endpoint URL   an existing S3 endpoint instead (credentials from AWS_* variables);
+                   --bucket names its bucket, which must exist
   --only JOB       run only these jobs: ${JOB_NAMES.join(', ')}
   --systems NAME   mount only these: ${SYSTEM_NAMES.join(', ')}
   --out DIR        where results go (default bench/results)
   --work DIR       data sets, cache dirs and mountpoints (default bench/work)`;
 
 export type Scale = 'full' | 'quick' | 'smoke';
+export const SERVERS = ['rgw', 's3rver'] as const;
+export type ServerName = (typeof SERVERS)[number];
 
 export interface BenchOptions {
   scale: Scale;
-  endpoint: string | undefined;
+  /** The store: a server the bench starts, or an existing endpoint. */
+  store: { server: ServerName } | { endpoint: string };
   bucket: string;
   jobs: JobName[];
   systems: SystemName[];
@@ -48,6 +53,7 @@ export function parseBenchArgs(args: string[], projectDir: string): BenchOptions
       options: {
         quick: { type: 'boolean', default: false },
         smoke: { type: 'boolean', default: false },
+        s3: { type: 'string' },
         endpoint: { type: 'string' },
         bucket: { type: 'string' },
         only: { type: 'string' },
@@ -61,10 +67,15 @@ export function parseBenchArgs(args: string[], projectDir: string): BenchOptions
     throw new BenchUsageError((err as Error).message.split('\n')[0]);
   }
   if (values.help) return 'help';
-  if (values.bucket && !values.endpoint) throw new BenchUsageError('--bucket needs --endpoint (the embedded server makes its own)');
+  if (values.bucket && !values.endpoint) throw new BenchUsageError('--bucket needs --endpoint (a server the bench starts makes its own)');
+  if (values.endpoint && !values.bucket) throw new BenchUsageError('--endpoint needs --bucket');
+  if (values.endpoint && values.s3) throw new BenchUsageError('--s3 and --endpoint exclude each other');
+  const servers = pick(values.s3 ?? 'rgw', SERVERS, 'S3 server');
+  if (servers.length !== 1) throw new BenchUsageError('--s3 takes one server: rgw or s3rver');
+  const [server] = servers;
   return {
     scale: values.smoke ? 'smoke' : values.quick ? 'quick' : 'full',
-    endpoint: values.endpoint,
+    store: values.endpoint ? { endpoint: values.endpoint } : { server },
     bucket: values.bucket ?? 'stagefs-bench',
     jobs: pick(values.only, JOB_NAMES, 'job'),
     systems: pick(values.systems, SYSTEM_NAMES, 'system'),

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { formatBytes } from '../src/units';
 import { renderChart } from './chart';
 import { SHAPES } from './datasets';
-import { bestPeer, LIMIT_OF, PHASES, stagefsVsBestPeer, stagefsVsLimit, type BenchResults, type JobResult } from './results';
+import { bestPeer, limit, PHASES, stagefsVsBestPeer, stagefsVsLimit, type BenchResults, type JobResult } from './results';
 import { LABELS, type SystemName } from './systems';
 
 export function formatValue(value: number | undefined): string {
@@ -21,7 +21,8 @@ function formatRatio(ratio: number | undefined): string {
 function cell(job: JobResult, system: SystemName, phase: 'cold' | 'warm'): string {
   const measurement = job.bySystem[system];
   if (!measurement) return '';
-  if (measurement[phase] === undefined && measurement.error) return 'failed';
+  // A failure shows in the first phase that has no figure; the phases after it never ran.
+  if (measurement[phase] === undefined && measurement.error) return phase === 'cold' || measurement.cold !== undefined ? 'failed' : '–';
   return formatValue(measurement[phase]);
 }
 
@@ -32,7 +33,7 @@ function jobSection(job: JobResult): string[] {
   const peer = (phase: 'cold' | 'warm') => bestPeer(job, phase)?.system;
   lines.push(
     `| **stagefs ÷ best peer** | **${formatRatio(stagefsVsBestPeer(job, 'cold'))}** ${peer('cold') ? `(${peer('cold')})` : ''} | **${formatRatio(stagefsVsBestPeer(job, 'warm'))}** ${peer('warm') ? `(${peer('warm')})` : ''} |`,
-    `| **stagefs ÷ limit** | **${formatRatio(stagefsVsLimit(job, 'cold'))}** (${LIMIT_OF.cold}) | **${formatRatio(stagefsVsLimit(job, 'warm'))}** (${LIMIT_OF.warm}) |`,
+    `| **stagefs ÷ limit** | **${formatRatio(stagefsVsLimit(job, 'cold'))}** ${limit(job, 'cold') ? `(${limit(job, 'cold')!.system})` : ''} | **${formatRatio(stagefsVsLimit(job, 'warm'))}** ${limit(job, 'warm') ? `(${limit(job, 'warm')!.system})` : ''} |`,
   );
   const failures = systems.filter((s) => job.bySystem[s]?.error).map((s) => `${s}: ${job.bySystem[s]!.error}`);
   if (failures.length) lines.push('', ...failures.map((f) => `- failed: ${f}`));
@@ -47,7 +48,8 @@ export function renderMarkdown(results: BenchResults, chartFile: string): string
     '',
     `Command: \`${results.command}\` (${results.scale} scale, ${Math.round(results.seconds / 60)} min). ` +
       `Data: one ${formatBytes(shape.bigBytes)} object, ${shape.imageCount} × ${formatBytes(shape.imageBytes)} objects, ` +
-      `${shape.smallCount.toLocaleString('en-US')} objects of 4-64 KiB in one directory, on the ${results.machine.store}.`,
+      `${shape.smallCount.toLocaleString('en-US')} objects of 4-64 KiB in one directory, a qcow2 VM template of ${formatBytes(shape.vmBytes)} (virtual size), ` +
+      `on the ${results.machine.store}.`,
     '',
     `Machine: ${Object.entries(results.machine).filter(([k]) => k !== 'store').map(([k, v]) => `${k} ${v}`).join('; ')}.`,
     '',
@@ -56,7 +58,10 @@ export function renderMarkdown(results: BenchResults, chartFile: string): string
         ? 'The kernel page cache is dropped before each run, so warm means the system\'s own cache, not RAM.'
         : '**The page cache could not be dropped (not root)**: warm figures include it.') +
       ' Ratios say how many times better stagefs (native engine) does (> 1: stagefs is better; for times, lower is better); ' +
-      '"limit" is the object store read with ranged GETs and no FUSE, the best of 1, 4 and 8 in flight (cold) or the same bytes read from local disk (warm).',
+      '"limit" is the object store without FUSE (cold), the better of the AWS SDK client stagefs uses and curl, each the best of 1, 4 and 8 ranged GETs in flight, ' +
+      'or the same bytes read from local disk (warm). Write jobs count until the object is in the store (polled with HEAD), not until close returns: ' +
+      'rclone uploads after close (run with `--vfs-write-back 0s`), stagefs and s3fs before close returns. Write jobs have no warm run; ' +
+      'the copy job\'s warm run copies a source the mount has staged.',
     '',
     `![main jobs](${chartFile})`,
     '',
@@ -80,7 +85,7 @@ export function renderSummary(results: BenchResults): string {
   const systems = [...new Set(results.jobs.flatMap((job) => Object.keys(job.bySystem)))] as SystemName[];
   const header = ['job', 'phase', 'unit', ...systems, 'vs peer', 'vs limit'];
   const rows = results.jobs.flatMap((job) =>
-    PHASES.map((phase) => [
+    PHASES.filter((phase) => systems.some((system) => job.bySystem[system]?.[phase] !== undefined)).map((phase) => [
       job.name,
       phase,
       job.unit,

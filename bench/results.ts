@@ -40,8 +40,11 @@ export interface BenchResults {
   jobs: JobResult[];
 }
 
-/** The limit each phase is compared with: cold reads cannot beat the store, warm ones the disk. */
-export const LIMIT_OF: Record<Phase, SystemName> = { cold: 'raw-s3', warm: 'local-disk' };
+/**
+ * The limits each phase is compared with: cold runs cannot beat the store (the better of the
+ * two raw clients), warm ones the disk.
+ */
+export const LIMITS_OF: Record<Phase, readonly SystemName[]> = { cold: ['raw-s3', 'raw-s3-curl'], warm: ['local-disk'] };
 
 /** How many times better `value` is than `other` (> 1: better), whichever way the unit goes. */
 export function advantage(job: JobResult, value: number | undefined, other: number | undefined): number | undefined {
@@ -49,14 +52,22 @@ export function advantage(job: JobResult, value: number | undefined, other: numb
   return job.higherIsBetter ? value / other : other / value;
 }
 
-export function bestPeer(job: JobResult, phase: Phase): { system: SystemName; value: number } | undefined {
+function best(job: JobResult, phase: Phase, systems: readonly SystemName[]): { system: SystemName; value: number } | undefined {
   let best: { system: SystemName; value: number } | undefined;
-  for (const system of PEERS) {
+  for (const system of systems) {
     const value = job.bySystem[system]?.[phase];
     if (value === undefined) continue;
     if (!best || (job.higherIsBetter ? value > best.value : value < best.value)) best = { system, value };
   }
   return best;
+}
+
+export function bestPeer(job: JobResult, phase: Phase): { system: SystemName; value: number } | undefined {
+  return best(job, phase, PEERS);
+}
+
+export function limit(job: JobResult, phase: Phase): { system: SystemName; value: number } | undefined {
+  return best(job, phase, LIMITS_OF[phase]);
 }
 
 export function stagefsVsBestPeer(job: JobResult, phase: Phase): number | undefined {
@@ -65,5 +76,5 @@ export function stagefsVsBestPeer(job: JobResult, phase: Phase): number | undefi
 
 /** stagefs as a share of the limit: 1 is the limit itself. */
 export function stagefsVsLimit(job: JobResult, phase: Phase): number | undefined {
-  return advantage(job, job.bySystem.stagefs?.[phase], job.bySystem[LIMIT_OF[phase]]?.[phase]);
+  return advantage(job, job.bySystem.stagefs?.[phase], limit(job, phase)?.value);
 }

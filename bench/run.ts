@@ -3,19 +3,17 @@
  * the limits (raw S3, local disk), and writes bench/results/<date>-<host>.{md,json,svg}.
  */
 import { spawnSync } from 'node:child_process';
-import { cpus, hostname, release, totalmem } from 'node:os';
+import { cpus, hostname, loadavg, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { mkdirSync } from 'node:fs';
-import { CreateBucketCommand, HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { EmbeddedS3 } from '../src/s3server/embedded-s3';
 import { formatBytes } from '../src/units';
 import { dataFiles, generateLocal, SHAPES, totalBytes, uploadMissing } from './datasets';
-import { JOBS, type JobContext } from './jobs';
+import { clearWrites, JOBS, type JobContext } from './jobs';
 import { BenchUsageError, parseBenchArgs, USAGE, type BenchOptions } from './options';
 import { dropPageCache } from './processes';
+import { prepareRemote, type PreparedRemote } from './remote';
 import { renderSummary, writeReport, formatValue } from './report';
-import type { BenchResults, JobResult, Measurement } from './results';
-import { LABELS, LIMITS, liveMounts, mountSystem, PACKAGES, type LimitName, type MountSystemName, type Remote, type SystemName } from './systems';
+import type { BenchResults, JobResult, Measurement, Phase } from './results';
+import { LABELS, LIMITS, liveMounts, mountSystem, PACKAGES, type LimitName, type MountSystemName, type SystemName } from './systems';
 
 const projectDir = join(__dirname, '..', '..');
 
@@ -24,7 +22,7 @@ function say(message: string): void {
 }
 
 function installTools(options: BenchOptions): void {
-  const packages = ['fio', ...options.systems.flatMap((system) => PACKAGES[system] ?? [])];
+  const packages = ['fio', 'qemu-utils', 'curl', ...options.systems.flatMap((system) => PACKAGES[system] ?? [])];
   const result = spawnSync('sh', [join(projectDir, 'scripts', 'install-system-deps.sh'), ...packages], { stdio: 'inherit' });
   if (result.status !== 0) throw new Error(`could not install ${packages.join(', ')} (see above)`);
 }
@@ -34,7 +32,12 @@ function version(command: string, args: string[]): string {
   return result.status === 0 ? result.stdout.trim().split('\n')[0] : 'not installed';
 }
 
-function machine(options: BenchOptions): Record<string, string> {
+/** The 1-minute load average: other work on the machine shows in every figure. */
+function loadNow(): string {
+  return loadavg()[0].toFixed(1);
+}
+
+function machine(options: BenchOptions, store: string): Record<string, string> {
   const cpu = cpus();
   const disk = spawnSync('df', ['--output=source,fstype', options.workDir], { encoding: 'utf8' }).stdout.trim().split('\n')[1] ?? '';
   return {
@@ -46,59 +49,21 @@ function machine(options: BenchOptions): Record<string, string> {
     fio: version('fio', ['--version']),
     s3fs: version('s3fs', ['--version']),
     rclone: version('rclone', ['version']),
-    store: options.endpoint ? `S3 endpoint ${options.endpoint}` : 'embedded S3 server (s3rver, its own process, 127.0.0.1)',
+    'qemu-img': version('qemu-img', ['--version']),
+    curl: version('curl', ['--version']),
+    store,
+    'load average': loadNow(),
   };
 }
 
-async function prepareRemote(options: BenchOptions): Promise<{ remote: Remote; server: EmbeddedS3 | undefined }> {
-  if (options.endpoint) {
-    const accessKeyId = process.env.AWS_ACCESS_KEY_ID;
-    const secretAccessKey = process.env.AWS_SECRET_ACCESS_KEY;
-    if (!accessKeyId || !secretAccessKey) throw new BenchUsageError('--endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY');
-    const remote = { endpoint: options.endpoint, bucket: options.bucket, prefix: `${options.scale}/`, accessKeyId, secretAccessKey, region: process.env.AWS_REGION ?? 'us-east-1' };
-    return { remote, server: undefined };
-  }
-  // Kept in the work dir, so a later run finds the data sets already uploaded.
-  const directory = join(options.workDir, 's3');
-  mkdirSync(directory, { recursive: true });
-  const server = await EmbeddedS3.start({ directory, buckets: [options.bucket] });
-  const remote = {
-    endpoint: server.endpoint,
-    bucket: options.bucket,
-    prefix: `${options.scale}/`,
-    accessKeyId: EmbeddedS3.accessKeyId,
-    secretAccessKey: EmbeddedS3.secretAccessKey,
-    region: 'us-east-1',
-  };
-  return { remote, server };
-}
-
-function clientFor(remote: Remote): S3Client {
-  return new S3Client({
-    endpoint: remote.endpoint,
-    region: remote.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: remote.accessKeyId, secretAccessKey: remote.secretAccessKey },
-  });
-}
-
-async function ensureBucket(client: S3Client, bucket: string): Promise<void> {
-  try {
-    await client.send(new HeadBucketCommand({ Bucket: bucket }));
-  } catch (err) {
-    if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 404) throw err;
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
-  }
-}
-
-/** Runs `measure` cold then warm, the page cache dropped before each. */
-async function coldAndWarm(measure: () => Promise<number>): Promise<Measurement> {
+/** Runs `measure` in each phase (cold, then warm), the page cache dropped before each. */
+async function inPhases(phases: readonly Phase[], measure: () => Promise<number>): Promise<Measurement> {
   const result: Measurement = {};
   try {
-    dropPageCache();
-    result.cold = await measure();
-    dropPageCache();
-    result.warm = await measure();
+    for (const phase of phases) {
+      dropPageCache();
+      result[phase] = await measure();
+    }
   } catch (err) {
     result.error = (err as Error).message.split('\n')[0];
   }
@@ -110,23 +75,28 @@ function describe(system: SystemName, job: JobResult, measurement: Measurement):
   return `  ${system.padEnd(20)} ${job.name.padEnd(15)} ${parts.join(', ')}${measurement.error ? `  FAILED: ${measurement.error}` : ''}`;
 }
 
-async function measureLimit(limit: LimitName, job: JobResult, context: JobContext, localRoot: string, client: S3Client, remote: Remote): Promise<Measurement> {
+/** A limit's measurement of a job, or undefined where that limit means nothing for it. */
+async function measureLimit(limit: LimitName, job: JobResult, context: JobContext): Promise<Measurement | undefined> {
   const definition = JOBS[job.name];
-  if (limit === 'local-disk') return coldAndWarm(() => definition.measureTree(localRoot, context));
+  if (limit === 'local-disk') return definition.local ? inPhases(definition.phases, () => definition.measureTree(context.localRoot, context)) : undefined;
+  const measure = limit === 'raw-s3' ? definition.measureSdk : definition.measureCurl;
+  if (!measure) return undefined;
   // The store has no warm: every read of it is a request.
   try {
-    return { cold: await definition.measureStore(client, remote, context) };
+    return { cold: await measure(context) };
   } catch (err) {
     return { error: (err as Error).message.split('\n')[0] };
+  } finally {
+    await clearWrites(context);
   }
 }
 
-async function measureMounted(system: MountSystemName, jobs: JobResult[], context: JobContext, remote: Remote, options: BenchOptions, results: BenchResults): Promise<void> {
+async function measureMounted(system: MountSystemName, jobs: JobResult[], context: JobContext, options: BenchOptions, results: BenchResults): Promise<void> {
   const entry = (results.systems[system] = { label: LABELS[system] } as NonNullable<BenchResults['systems'][SystemName]>);
   for (const job of jobs) {
     let mounted;
     try {
-      mounted = await mountSystem(system, remote, options.workDir, projectDir);
+      mounted = await mountSystem(system, context.remote, options.workDir, projectDir);
     } catch (err) {
       entry.error = (err as Error).message;
       say(`  ${system}: ${entry.error}`);
@@ -134,11 +104,13 @@ async function measureMounted(system: MountSystemName, jobs: JobResult[], contex
     }
     try {
       const root = mounted.root;
-      job.bySystem[system] = await coldAndWarm(() => JOBS[job.name].measureTree(root, context));
+      const definition = JOBS[job.name];
+      job.bySystem[system] = await inPhases(definition.phases, () => definition.measureTree(root, context));
     } finally {
       const rss = mounted.peakRss();
       if (rss !== undefined) entry.peakRssBytes = Math.max(entry.peakRssBytes ?? 0, rss);
       await mounted.unmount();
+      await clearWrites(context);
     }
     say(describe(system, job, job.bySystem[system]!));
   }
@@ -164,31 +136,48 @@ async function main(): Promise<number> {
   const started = performance.now();
   installTools(options);
   const shape = SHAPES[options.scale];
-  const files = dataFiles(shape);
   const localRoot = join(options.workDir, 'data', options.scale);
+  const generated = generateLocal(localRoot, dataFiles(shape), shape);
+  const files = generated.files;
   say(`data sets (${options.scale}): ${files.length.toLocaleString('en-US')} files, ${formatBytes(totalBytes(files))} in ${localRoot}`);
-  const generated = generateLocal(localRoot, files);
-  if (generated) say(`  generated ${generated} files`);
+  if (generated.made) say(`  generated ${generated.made} files`);
 
-  const { remote, server } = await prepareRemote(options);
+  let prepared: PreparedRemote | undefined;
   let interrupted = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (interrupted) return;
     interrupted = true;
     say(`\n${signal}: unmounting and stopping`);
     void unmountEverything()
-      .then(() => server?.stop())
+      .then(() => prepared?.stop())
       .finally(() => process.exit(130));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const client = clientFor(remote);
-    await ensureBucket(client, remote.bucket);
-    const uploaded = await uploadMissing(client, remote.bucket, remote.prefix, localRoot, files);
-    say(`  ${uploaded ? `uploaded ${uploaded} objects` : 'already uploaded'} to ${remote.endpoint}/${remote.bucket}/${remote.prefix}`);
-
-    const context: JobContext = { shape, files, jobsDir: join(projectDir, 'bench', 'jobs') };
+    prepared = await prepareRemote(options);
+    const { remote, store } = prepared;
+    say(`object store: ${prepared.description}`);
+    const uploadStart = performance.now();
+    const uploaded = await uploadMissing(store, remote.prefix, localRoot, files);
+    say(`  ${uploaded ? `uploaded ${uploaded} objects in ${((performance.now() - uploadStart) / 1000).toFixed(1)} s` : 'already uploaded'} to ${remote.endpoint}/${remote.bucket}/${remote.prefix}`);
+    const etags = new Map<string, string>();
+    for (let token: string | undefined, first = true; first || token; first = false) {
+      const page = await store.list(remote.prefix, { continuationToken: token });
+      for (const object of page.objects) etags.set(object.key, object.etag);
+      token = page.continuationToken;
+    }
+    const context: JobContext = {
+      shape,
+      files,
+      jobsDir: join(projectDir, 'bench', 'jobs'),
+      localRoot,
+      scratchDir: join(options.workDir, 'scratch'),
+      remote,
+      store,
+      etags,
+    };
+    await clearWrites(context);
     const jobs: JobResult[] = options.jobs.map((name) => {
       const { title, unit, higherIsBetter } = JOBS[name];
       return { name, title, unit, higherIsBetter, bySystem: {} };
@@ -197,7 +186,7 @@ async function main(): Promise<number> {
     const results: BenchResults = {
       date: now.toISOString().slice(0, 10),
       host: hostname(),
-      machine: machine(options),
+      machine: machine(options, prepared.description),
       scale: options.scale,
       shape,
       command: ['npm run bench', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])].join(' '),
@@ -211,21 +200,24 @@ async function main(): Promise<number> {
       if ((LIMITS as readonly string[]).includes(system)) {
         results.systems[system] = { label: LABELS[system] };
         for (const job of jobs) {
-          job.bySystem[system] = await measureLimit(system as LimitName, job, context, localRoot, client, remote);
-          say(describe(system, job, job.bySystem[system]!));
+          const measurement = await measureLimit(system as LimitName, job, context);
+          if (!measurement) continue;
+          job.bySystem[system] = measurement;
+          say(describe(system, job, measurement));
         }
       } else {
-        await measureMounted(system as MountSystemName, jobs, context, remote, options, results);
+        await measureMounted(system as MountSystemName, jobs, context, options, results);
       }
     }
     results.seconds = (performance.now() - started) / 1000;
+    results.machine['load average'] = `${results.machine['load average']} at the start, ${loadNow()} at the end`;
     const report = writeReport(results, options.outDir);
     say(`\n${renderSummary(results)}\n\nresults: ${report}`);
     const failed = jobs.some((job) => Object.values(job.bySystem).some((m) => m?.error)) || Object.values(results.systems).some((s) => s?.error);
     return failed ? 1 : 0;
   } finally {
     await unmountEverything();
-    await server?.stop();
+    await prepared?.stop();
   }
 }
 

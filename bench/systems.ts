@@ -9,9 +9,10 @@ import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sleep } from '../src/util/deferred';
 import { exited, isMounted, peakRss, startLogged, tail, waitFor } from './processes';
+import type { Remote } from './remote';
 
 export const MOUNT_SYSTEMS = ['stagefs', 'stagefs-fuse-native', 's3fs', 'rclone'] as const;
-export const LIMITS = ['local-disk', 'raw-s3'] as const;
+export const LIMITS = ['local-disk', 'raw-s3', 'raw-s3-curl'] as const;
 export const SYSTEM_NAMES = [...MOUNT_SYSTEMS, ...LIMITS] as const;
 export type MountSystemName = (typeof MOUNT_SYSTEMS)[number];
 export type LimitName = (typeof LIMITS)[number];
@@ -24,21 +25,12 @@ export const LABELS: Record<SystemName, string> = {
   s3fs: 's3fs 1.90',
   rclone: 'rclone mount 1.60 (--vfs-cache-mode full)',
   'local-disk': 'limit: local disk',
-  'raw-s3': 'limit: raw S3 (SDK, no FUSE)',
+  'raw-s3': 'limit: raw S3 (the AWS SDK as stagefs uses it, no FUSE)',
+  'raw-s3-curl': 'limit: raw S3 (curl, no FUSE)',
 };
 
 /** The Debian packages a system needs. */
 export const PACKAGES: Partial<Record<SystemName, string>> = { s3fs: 's3fs', rclone: 'rclone' };
-
-export interface Remote {
-  endpoint: string;
-  bucket: string;
-  /** Key prefix of the data set, ending in '/'. */
-  prefix: string;
-  accessKeyId: string;
-  secretAccessKey: string;
-  region: string;
-}
 
 export interface Mounted {
   root: string;
@@ -90,7 +82,8 @@ function launchCommand(system: MountSystemName, remote: Remote, mountpoint: stri
         RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY: remote.secretAccessKey,
         RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE: 'true',
       };
-      const args = ['mount', `bench:${remote.bucket}/${remote.prefix}`, mountpoint, '--vfs-cache-mode', 'full'];
+      // --vfs-write-back 0s: upload as soon as a file is closed (the default waits 5 s), as the others do.
+      const args = ['mount', `bench:${remote.bucket}/${remote.prefix}`, mountpoint, '--vfs-cache-mode', 'full', '--vfs-write-back', '0s'];
       args.push('--cache-dir', cacheDir, '--vfs-cache-max-size', '20G', '--config', config);
       return ['rclone', args, env];
     }

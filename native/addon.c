@@ -7,11 +7,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <node_api.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "fuse_abi.h"
 #include "mount.h"
 #include "notify.h"
@@ -100,50 +103,80 @@ static void finalize_buffer(napi_env env, void *data, void *hint) {
   free(data);
 }
 
-static void call_js(napi_env env, napi_value callback, void *context, void *data) {
-  (void)context;
-  session_event *event = data;
-  if (env == NULL) {
-    free(event->data);
-    free(event);
-    return;
+/* Something the addon cannot hand to JavaScript: said on stderr (the daemon's log). */
+static void complain(napi_env env, const char *what) {
+  char text[512] = "";
+  napi_value exception, message;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) == napi_ok && pending &&
+      napi_get_and_clear_last_exception(env, &exception) == napi_ok &&
+      napi_coerce_to_string(env, exception, &message) == napi_ok) {
+    size_t length;
+    napi_get_value_string_utf8(env, message, text, sizeof(text), &length);
   }
-  napi_value argv[4], undefined;
-  size_t argc = 2;
-  napi_get_undefined(env, &undefined);
-  napi_create_int32(env, event->kind, &argv[0]);
+  fprintf(stderr, "stagefs native: %s%s%s\n", what, text[0] ? ": " : "", text);
+}
+
+/* The arguments of the JavaScript event handler for `event`; false when they cannot be made. */
+static bool event_arguments(napi_env env, session_event *event, napi_value *argv, size_t *argc) {
+  *argc = 2;
+  if (napi_create_int32(env, event->kind, &argv[0]) != napi_ok) return false;
   switch (event->kind) {
     case SESSION_EVENT_REQUEST:
-      napi_create_external_buffer(env, event->size, event->data, finalize_buffer, NULL, &argv[1]);
-      event->data = NULL;
-      break;
+      if (napi_create_external_buffer(env, event->size, event->data, finalize_buffer, NULL, &argv[1]) != napi_ok) return false;
+      event->data = NULL; /* the buffer owns it now */
+      return true;
     case SESSION_EVENT_HIT:
-      napi_create_double(env, (double)event->fh, &argv[1]);
-      napi_create_double(env, (double)event->offset, &argv[2]);
-      napi_create_double(env, (double)event->length, &argv[3]);
-      argc = 4;
-      break;
+      *argc = 4;
+      return napi_create_double(env, (double)event->fh, &argv[1]) == napi_ok &&
+             napi_create_double(env, (double)event->offset, &argv[2]) == napi_ok &&
+             napi_create_double(env, (double)event->length, &argv[3]) == napi_ok;
     case SESSION_EVENT_INIT:
     case SESSION_EVENT_CLOSED:
-      napi_create_int32(env, event->error, &argv[1]);
-      break;
+      return napi_create_int32(env, event->error, &argv[1]) == napi_ok;
+  }
+  return false;
+}
+
+/*
+ * Runs on the JavaScript thread. Whatever goes wrong here fails the one request (EIO), never the
+ * process: a second answer to a request the handler did answer is ignored by the kernel.
+ */
+static void call_js(napi_env env, napi_value callback, void *context, void *data) {
+  session *s = context;
+  session_event *event = data;
+  /* env is NULL while the channel is being torn down: the session may be gone, touch only the event. */
+  if (env != NULL) {
+    napi_value argv[4], undefined;
+    size_t argc;
+    uint64_t unique = event->kind == SESSION_EVENT_REQUEST && event->size >= sizeof(struct fuse_in_header)
+                          ? ((const struct fuse_in_header *)event->data)->unique
+                          : 0;
+    bool delivered = napi_get_undefined(env, &undefined) == napi_ok && event_arguments(env, event, argv, &argc);
+    if (!delivered) {
+      complain(env, "cannot pass an event to JavaScript");
+    } else if (napi_call_function(env, undefined, callback, argc, argv, NULL) != napi_ok) {
+      complain(env, "the event handler failed");
+      delivered = false;
+    }
+    if (!delivered && unique && s->fd >= 0) session_reply(s, unique, EIO, NULL, 0);
   }
   free(event->data);
   free(event);
-  if (napi_call_function(env, undefined, callback, argc, argv, NULL) == napi_pending_exception) {
-    napi_value exception;
-    napi_get_and_clear_last_exception(env, &exception);
-    napi_fatal_exception(env, exception);
-  }
 }
 
 static void finalize_session(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
   session *s = data;
-  pthread_mutex_destroy(&s->lock);
-  pthread_cond_destroy(&s->reader_done);
-  free(s);
+  session_close_events(s);
+  session_release(s);
+}
+
+static void finalize_external(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  session_release(data);
 }
 
 /* open(fd, { threads, passthrough }, onEvent) -> session */
@@ -163,11 +196,20 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   int64_t threads = get_int(env, argv[1], "threads", 4);
   s->thread_count = threads < 1 ? 1 : threads > SESSION_MAX_THREADS ? SESSION_MAX_THREADS : (int)threads;
   s->want_passthrough = get_bool(env, argv[1], "passthrough");
-  CHECK(napi_create_string_utf8(env, "stagefs-fuse", NAPI_AUTO_LENGTH, &name));
-  if (napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, s, finalize_session, NULL, call_js, &s->events) !=
-      napi_ok) {
-    free(s);
+  session_init(s);
+  napi_threadsafe_function events;
+  if (napi_create_string_utf8(env, "stagefs-fuse", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, argv[2], NULL, name, 0, 1, s, finalize_session, s, call_js, &events) != napi_ok) {
+    session_release(s);
     napi_throw_error(env, NULL, "open: cannot create the event channel");
+    return NULL;
+  }
+  atomic_fetch_add(&s->refs, 1); /* the event channel's, released by finalize_session */
+  session_open_events(s, events);
+  if (napi_create_external(env, s, finalize_external, NULL, &result) != napi_ok) {
+    napi_release_threadsafe_function(events, napi_tsfn_release);
+    session_release(s);
+    napi_throw_error(env, NULL, "open: cannot create the session handle");
     return NULL;
   }
   int err = session_start(s);
@@ -175,7 +217,6 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     /* Threads that started stop when the caller unmounts; the session stays to be closed. */
     return throw_errno(env, err, "open: cannot start request threads");
   }
-  CHECK(napi_create_external(env, s, NULL, NULL, &result));
   return result;
 }
 
@@ -243,10 +284,10 @@ static napi_value js_register_handle(napi_env env, napi_callback_info info) {
   }
   napi_ref ref;
   CHECK(napi_create_reference(env, argv[3], 1, &ref));
-  int err = session_register_handle(s, (uint64_t)fh, fd, bits, block_size, (uint64_t)size, ref);
+  int err = session_register_handle(s, (uint64_t)fh, fd, bits, length, block_size, (uint64_t)size, ref);
   if (err) {
     napi_delete_reference(env, ref);
-    return throw_errno(env, err, "registerHandle failed");
+    return throw_errno(env, err, err == EEXIST ? "registerHandle: the handle is registered already" : "registerHandle failed");
   }
   return NULL;
 }
@@ -356,7 +397,7 @@ static napi_value js_redirect_stderr(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* close(session): after the CLOSED event; joins threads, closes the device, frees everything */
+/* close(session): after the CLOSED event; joins threads, closes the device and the event channel, frees the handles */
 static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -370,6 +411,7 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   }
   close(s->fd);
   s->fd = -1;
+  session_close_events(s);
   napi_release_threadsafe_function(s->events, napi_tsfn_release);
   return NULL;
 }
@@ -393,7 +435,32 @@ static napi_value js_punch_hole(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* crc32c(bytes: Uint8Array, crc?: number) -> the CRC32C of the bytes, continuing from `crc` */
+static napi_value js_crc32c(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_typedarray_type type;
+  size_t length, offset;
+  void *data;
+  napi_value arraybuffer;
+  if (argc < 1 || napi_get_typedarray_info(env, argv[0], &type, &length, &data, &arraybuffer, &offset) != napi_ok ||
+      type != napi_uint8_array) {
+    napi_throw_type_error(env, NULL, "crc32c: a Uint8Array is required");
+    return NULL;
+  }
+  uint32_t crc = 0;
+  if (argc > 1) {
+    napi_valuetype kind;
+    CHECK(napi_typeof(env, argv[1], &kind));
+    if (kind == napi_number) CHECK(napi_get_value_uint32(env, argv[1], &crc));
+  }
+  CHECK(napi_create_uint32(env, crc32c(crc, data, length), &result));
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
+  crc32c(0, "", 0); /* builds its tables now, on one thread */
   napi_property_descriptor properties[] = {
       {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},
@@ -408,6 +475,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"redirectStderr", NULL, js_redirect_stderr, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, js_close, NULL, NULL, NULL, napi_default, NULL},
       {"punchHole", NULL, js_punch_hole, NULL, NULL, NULL, napi_default, NULL},
+      {"crc32c", NULL, js_crc32c, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties);
   return exports;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,11 +15,59 @@ static const uint64_t WANTED_FLAGS = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MA
                                      FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_AUTO_INVAL_DATA |
                                      FUSE_ATOMIC_O_TRUNC | FUSE_ASYNC_DIO | FUSE_INIT_EXT;
 
-static void post(session *s, session_event *event) {
-  if (napi_call_threadsafe_function(s->events, event, napi_tsfn_nonblocking) != napi_ok) {
+void session_init(session *s) {
+  pthread_mutex_init(&s->lock, NULL);
+  pthread_mutex_init(&s->events_lock, NULL);
+  pthread_cond_init(&s->reader_done, NULL);
+  atomic_store(&s->refs, 1);
+  s->events_open = 0;
+}
+
+void session_release(session *s) {
+  if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+  /* Handles still here belong to a JavaScript side that is gone: their bitmap references with it. */
+  for (int i = 0; i < SESSION_HANDLE_BUCKETS; i++) {
+    for (fast_handle *h = s->handles[i], *next; h; h = next) {
+      next = h->next;
+      close(h->fd);
+      free(h);
+    }
+  }
+  pthread_mutex_destroy(&s->lock);
+  pthread_mutex_destroy(&s->events_lock);
+  pthread_cond_destroy(&s->reader_done);
+  free(s);
+}
+
+void session_open_events(session *s, napi_threadsafe_function events) {
+  pthread_mutex_lock(&s->events_lock);
+  s->events = events;
+  s->events_open = 1;
+  pthread_mutex_unlock(&s->events_lock);
+}
+
+void session_close_events(session *s) {
+  pthread_mutex_lock(&s->events_lock);
+  s->events_open = 0;
+  pthread_mutex_unlock(&s->events_lock);
+}
+
+/* Hands an event to JavaScript; 0 (and the event freed) when the channel is closed or full. */
+static int post(session *s, session_event *event) {
+  int posted = 0;
+  pthread_mutex_lock(&s->events_lock);
+  if (s->events_open) {
+    napi_status status = napi_call_threadsafe_function(s->events, event, napi_tsfn_nonblocking);
+    posted = status == napi_ok;
+    /* napi_closing: the channel is going away and must not be used again. */
+    if (status == napi_closing) s->events_open = 0;
+  }
+  pthread_mutex_unlock(&s->events_lock);
+  if (!posted) {
     free(event->data);
     free(event);
   }
+  return posted;
 }
 
 static session_event *new_event(session_event_kind kind) {
@@ -50,7 +99,7 @@ int session_reply(session *s, uint64_t unique, int error, const struct iovec *pa
   }
 }
 
-static void answer_init(session *s, const struct fuse_in_header *in, const struct fuse_init_in *init) {
+static void answer_init(session *s, const struct fuse_in_header *in, const struct fuse_init_in *init, size_t body_size) {
   struct stagefs_init_out out;
   memset(&out, 0, sizeof(out));
   out.major = STAGEFS_PROTO_MAJOR;
@@ -65,7 +114,10 @@ static void answer_init(session *s, const struct fuse_in_header *in, const struc
     return;
   }
   uint64_t offered = init->flags;
-  if (offered & FUSE_INIT_EXT) offered |= (uint64_t)init->flags2 << 32;
+  /* flags2 is there only when the kernel speaks FUSE_INIT_EXT (and so sent the longer message). */
+  if ((offered & FUSE_INIT_EXT) && body_size >= offsetof(struct fuse_init_in, flags2) + sizeof(init->flags2)) {
+    offered |= (uint64_t)init->flags2 << 32;
+  }
   uint64_t wanted = WANTED_FLAGS | (s->want_passthrough ? FUSE_PASSTHROUGH : 0);
   uint64_t granted = offered & wanted;
   out.minor = init->minor < STAGEFS_PROTO_MINOR ? init->minor : STAGEFS_PROTO_MINOR;
@@ -105,6 +157,7 @@ static void release_handle(session *s, fast_handle *h) {
 
 static int range_staged(const fast_handle *h, uint64_t start, uint64_t end) {
   for (uint64_t block = start / h->block_size; block <= (end - 1) / h->block_size; block++) {
+    if ((block >> 3) >= h->bitmap_bytes) return 0; /* past the bits we were given: JavaScript decides */
     uint8_t bits = __atomic_load_n(&h->bitmap[block >> 3], __ATOMIC_ACQUIRE);
     if (!(bits & (1u << (block & 7)))) return 0;
   }
@@ -122,6 +175,8 @@ static int serve_staged_read(session *s, char *buffer) {
   const uint64_t fh = read_in->fh;
   const uint64_t offset = read_in->offset;
   uint64_t end = offset + read_in->size;
+  /* The reply data goes where the request was: never more than that buffer holds. */
+  if (read_in->size > SESSION_BUFFER_SIZE - sizeof(struct fuse_out_header)) return 0;
   fast_handle *h = acquire_handle(s, fh);
   if (!h) return 0;
   if (end > h->size) end = h->size;
@@ -148,9 +203,12 @@ static int serve_staged_read(session *s, char *buffer) {
         post(s, event);
       }
       struct iovec part = {data, done};
-      session_reply(s, unique, 0, &part, 1);
-      atomic_fetch_add(&s->fast_reads, 1);
-      atomic_fetch_add(&s->fast_read_bytes, done);
+      /* A reply the kernel refused still needs an answer, or the reader waits forever. */
+      if (session_reply(s, unique, 0, &part, 1) != 0) session_reply(s, unique, EIO, NULL, 0);
+      else {
+        atomic_fetch_add(&s->fast_reads, 1);
+        atomic_fetch_add(&s->fast_read_bytes, done);
+      }
       served = 1;
     }
   }
@@ -159,18 +217,38 @@ static int serve_staged_read(session *s, char *buffer) {
 }
 
 static void forward(session *s, const char *buffer, size_t size) {
+  const uint64_t unique = ((const struct fuse_in_header *)buffer)->unique;
   session_event *event = new_event(SESSION_EVENT_REQUEST);
   char *copy = malloc(size);
   if (!event || !copy) {
     free(event);
     free(copy);
-    session_reply(s, ((const struct fuse_in_header *)buffer)->unique, ENOMEM, NULL, 0);
+    session_reply(s, unique, ENOMEM, NULL, 0);
     return;
   }
   memcpy(copy, buffer, size);
   event->data = copy;
   event->size = size;
-  post(s, event);
+  /* Nobody is left to answer (the process is shutting down): fail the request, not the reader. */
+  if (!post(s, event)) session_reply(s, unique, EIO, NULL, 0);
+}
+
+/* Requests the kernel sends without waiting for a reply. */
+static int expects_reply(uint32_t opcode) {
+  return opcode != FUSE_FORGET && opcode != FUSE_BATCH_FORGET && opcode != FUSE_INTERRUPT;
+}
+
+/* Whether a request is as long as it says, and as long as the part of it read here. */
+static int well_formed(const struct fuse_in_header *in, size_t size) {
+  if (in->len != size) return 0;
+  switch (in->opcode) {
+    case FUSE_INIT:
+      return size >= sizeof(*in) + offsetof(struct fuse_init_in, flags2);
+    case FUSE_READ:
+      return size >= sizeof(*in) + sizeof(struct fuse_read_in);
+    default:
+      return 1;
+  }
 }
 
 static void *request_loop(void *arg) {
@@ -185,11 +263,15 @@ static void *request_loop(void *arg) {
       error = errno == ENODEV ? 0 : errno; /* ENODEV: the filesystem was unmounted */
       break;
     }
-    if ((size_t)n < sizeof(struct fuse_in_header)) continue;
+    if ((size_t)n < sizeof(struct fuse_in_header)) continue; /* not even a request id to answer */
     const struct fuse_in_header *in = (const struct fuse_in_header *)buffer;
+    if (!well_formed(in, (size_t)n)) {
+      if (expects_reply(in->opcode)) session_reply(s, in->unique, EIO, NULL, 0);
+      continue;
+    }
     switch (in->opcode) {
       case FUSE_INIT:
-        answer_init(s, in, (const struct fuse_init_in *)(buffer + sizeof(*in)));
+        answer_init(s, in, (const struct fuse_init_in *)(buffer + sizeof(*in)), (size_t)n - sizeof(*in));
         break;
       case FUSE_FORGET:
       case FUSE_BATCH_FORGET:
@@ -216,16 +298,17 @@ static void *request_loop(void *arg) {
       post(s, event);
     }
   }
+  session_release(s);
   return NULL;
 }
 
 int session_start(session *s) {
-  pthread_mutex_init(&s->lock, NULL);
-  pthread_cond_init(&s->reader_done, NULL);
   atomic_store(&s->live_threads, s->thread_count);
   for (int i = 0; i < s->thread_count; i++) {
+    atomic_fetch_add(&s->refs, 1); /* the thread's, released as it returns */
     int err = pthread_create(&s->threads[i], NULL, request_loop, s);
     if (err) {
+      atomic_fetch_sub(&s->refs, 1);
       atomic_fetch_sub(&s->live_threads, s->thread_count - i);
       s->thread_count = i;
       return err;
@@ -239,8 +322,9 @@ void session_join(session *s) {
   s->thread_count = 0;
 }
 
-int session_register_handle(session *s, uint64_t fh, int fd, const uint8_t *bitmap, uint32_t block_size,
-                            uint64_t size, napi_ref bitmap_ref) {
+int session_register_handle(session *s, uint64_t fh, int fd, const uint8_t *bitmap, size_t bitmap_bytes,
+                            uint32_t block_size, uint64_t size, napi_ref bitmap_ref) {
+  if (block_size == 0 || (uint64_t)bitmap_bytes * 8 * block_size < size) return EINVAL;
   fast_handle *h = calloc(1, sizeof(*h));
   if (!h) return ENOMEM;
   h->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -251,14 +335,25 @@ int session_register_handle(session *s, uint64_t fh, int fd, const uint8_t *bitm
   }
   h->fh = fh;
   h->bitmap = bitmap;
+  h->bitmap_bytes = bitmap_bytes;
   h->block_size = block_size;
   h->size = size;
   h->bitmap_ref = bitmap_ref;
   pthread_mutex_lock(&s->lock);
   fast_handle **bucket = &s->handles[fh % SESSION_HANDLE_BUCKETS];
-  h->next = *bucket;
-  *bucket = h;
+  fast_handle *existing = *bucket;
+  while (existing && existing->fh != fh) existing = existing->next;
+  if (!existing) {
+    h->next = *bucket;
+    *bucket = h;
+  }
   pthread_mutex_unlock(&s->lock);
+  if (existing) {
+    /* A stale registration would serve this handle's reads from another file: refuse. */
+    close(h->fd);
+    free(h);
+    return EEXIST;
+  }
   return 0;
 }
 

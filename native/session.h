@@ -1,6 +1,15 @@
 /*
  * A FUSE session on /dev/fuse: request threads, INIT negotiation, replies, and the fast path
  * that serves reads of staged ranges with pread, without a trip into JavaScript.
+ *
+ * Lifetime: a session is reference counted. Its creator holds one reference (the addon hands
+ * it to JavaScript's handle on the session), the event channel holds one, and every request
+ * thread holds one until it returns; the last release frees it. So a request thread never
+ * outlives the memory it uses, even when the process tears down the event channel first.
+ *
+ * Locks (never held together): `lock` guards the handle table and readers counts;
+ * `events_lock` guards `events_open` and every post to `events`, so nothing is posted to a
+ * channel that has been finalized.
  */
 #ifndef STAGEFS_SESSION_H
 #define STAGEFS_SESSION_H
@@ -22,6 +31,7 @@ typedef struct fast_handle {
   uint64_t fh;
   int fd;                 /* a dup of the staging file's descriptor, ours to close */
   const uint8_t *bitmap;  /* staged-block bits, owned by JavaScript; bits only ever get set */
+  size_t bitmap_bytes;
   uint32_t block_size;
   uint64_t size;
   napi_ref bitmap_ref;    /* keeps the bits alive; touched only on the JavaScript thread */
@@ -51,9 +61,12 @@ typedef struct session {
   int thread_count;
   pthread_t threads[SESSION_MAX_THREADS];
   napi_threadsafe_function events;
+  pthread_mutex_t events_lock;
+  int events_open;        /* under events_lock: `events` may still be posted to */
   pthread_mutex_t lock;
   pthread_cond_t reader_done;
   fast_handle *handles[SESSION_HANDLE_BUCKETS];
+  atomic_int refs;
   atomic_int live_threads;
   /* Reads the fast path answered, and their bytes; read by JavaScript for metrics. */
   atomic_uint_fast64_t fast_reads;
@@ -66,6 +79,18 @@ typedef struct session {
   uint32_t max_readahead;
 } session;
 
+/* Prepares a zeroed session (fd, thread_count, want_passthrough set) holding one reference, the caller's. */
+void session_init(session *s);
+
+/* Drops a reference; the last one frees the session and any handle still registered. */
+void session_release(session *s);
+
+/* Lets events be posted to `events`; until then, and after session_close_events, none is. */
+void session_open_events(session *s, napi_threadsafe_function events);
+
+/* No event is posted from now on: requests that would need JavaScript fail with EIO. */
+void session_close_events(session *s);
+
 /* Starts `thread_count` request threads on an open, mounted /dev/fuse descriptor. */
 int session_start(session *s);
 
@@ -75,8 +100,9 @@ void session_join(session *s);
 /* Writes one reply; `error` is a positive errno or 0. Returns 0 or a positive errno. */
 int session_reply(session *s, uint64_t unique, int error, const struct iovec *parts, int part_count);
 
-int session_register_handle(session *s, uint64_t fh, int fd, const uint8_t *bitmap, uint32_t block_size,
-                            uint64_t size, napi_ref bitmap_ref);
+/* Registers a read-only handle for the fast path; EEXIST when `fh` is registered already. */
+int session_register_handle(session *s, uint64_t fh, int fd, const uint8_t *bitmap, size_t bitmap_bytes,
+                            uint32_t block_size, uint64_t size, napi_ref bitmap_ref);
 
 /* Removes a handle once no fast-path read uses it; the caller frees what it returns. */
 fast_handle *session_unregister_handle(session *s, uint64_t fh);

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Installs the system packages stagefs needs at run time when they are missing:
 # fuse3 (fusermount3, the mount helper) and libfuse2 (the library fuse-native links).
-# Extra package names given as arguments (the benchmark's peers) are checked too.
+# Extra package names given as arguments (the benchmark's peers, the Ceph RGW of
+# scripts/rgw.sh, ...) are checked too. Recommended packages are left out: they would double
+# the Ceph install and nothing here needs them.
 set -eu
 
 missing=""
@@ -36,4 +38,4 @@ echo "stagefs: installing system packages:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 $run apt-get update -qq >&2
 # shellcheck disable=SC2086
-$run apt-get install -y -qq $missing >&2
+$run apt-get install -y -qq --no-install-recommends $missing >&2

@@ -47,7 +47,9 @@ export type StoreErrorKind =
   | 'InvalidRange'
   | 'Unreachable'
   | 'Timeout'
-  | 'Server';
+  | 'Server'
+  /** An answer other than the one asked for (status, range, length, ETag): never used as data. */
+  | 'BadResponse';
 
 /** A failure of the object store, classified so callers can decide without parsing messages. */
 export class StoreError extends Error {
@@ -87,6 +89,7 @@ const STORE_ERRNO: Record<StoreErrorKind, ErrnoCode> = {
   Unreachable: 'EIO',
   Timeout: 'EIO',
   Server: 'EIO',
+  BadResponse: 'EIO',
 };
 
 const NODE_CODES = new Set<string>(['ENOENT', 'EACCES', 'EBADF', 'EEXIST', 'ENOTDIR', 'EISDIR', 'EFBIG']);

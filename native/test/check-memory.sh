@@ -2,9 +2,9 @@
 # Memory and descriptor checks of the native engine. Needs root (it mounts) and valgrind.
 #  1. The session and mount code in a Node-free harness, under valgrind (memcheck, leaks,
 #     descriptors) and under AddressSanitizer + LeakSanitizer + UBSan, with and without FUSE
-#     passthrough.
+#     passthrough, and with the event channel closed under the live mount (orphaned).
 #  2. Unless --quick: the whole addon built with AddressSanitizer, loaded by the mount daemon,
-#     through the native mount tests (run `npm run build` first).
+#     through the native mount tests and the churn test (run `npm run build` first).
 # Exits non-zero on any error the tools report.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,7 +21,7 @@ gcc -g -O1 -std=gnu11 -Wall -Wextra -Wno-unused-parameter "${includes[@]}" "${so
 gcc -g -O1 -std=gnu11 -fsanitize=address,undefined -fno-omit-frame-pointer "${includes[@]}" "${sources[@]}" -lpthread -o "$work/harness-asan"
 
 status=0
-for mode in fastpath passthrough; do
+for mode in fastpath passthrough orphaned; do
   echo "== valgrind memcheck, $mode"
   valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
     --track-fds=yes "$work/harness" "$work/mnt" "$work/staged" "$mode" 2>&1 | tee "$work/vg.log" || status=1
@@ -40,9 +40,9 @@ if [ "$quick" != "--quick" ]; then
   cp -r "$root/native" "$root/binding.gyp" "$work/addon/"
   (cd "$work/addon" && CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
     npx --prefix "$root" node-gyp rebuild >/dev/null 2>&1)
-  (cd "$root" && LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS="detect_leaks=0:log_path=$work/asan" \
+  (cd "$root" && STAGEFS_TEST_DAEMON_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS="detect_leaks=0:log_path=$work/asan" \
     STAGEFS_NATIVE_ADDON="$work/addon/build/Release/stagefs_native.node" \
-    npx tap dist/test/mount/native-engine.test.js dist/test/mount/read.test.js) | grep -E '^(not )?ok|^# \{' || status=1
+    npx tap dist/test/mount/native-engine.test.js dist/test/mount/read.test.js dist/test/mount/churn.test.js) | grep -E '^(not )?ok|^# \{' || status=1
   if compgen -G "$work/asan*" >/dev/null; then
     cat "$work"/asan*; status=1
   fi

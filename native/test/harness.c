@@ -5,7 +5,11 @@
  * it from a child process, unmounts, and frees everything. Exit status 0 means the bytes read
  * back right; memory and descriptor hygiene is the checker's to judge.
  *
- * usage: harness MOUNTPOINT STAGED_FILE [passthrough]
+ * In `orphaned` mode the event channel closes right after INIT, as when the process tears it
+ * down under a live mount: every request must then fail with EIO in C (the reader's cmp exits
+ * 2 with an I/O error) instead of hanging the reader or touching freed memory.
+ *
+ * usage: harness MOUNTPOINT STAGED_FILE [passthrough|orphaned]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -103,13 +107,45 @@ static pid_t start_reader(const char *mountpoint, const char *staged) {
   return posix_spawnp(&pid, "cmp", NULL, NULL, argv, environ) == 0 ? pid : -1;
 }
 
+/* Closes the event channel after INIT, then reads through the mount: every request must fail, none hang. */
+static int run_orphaned(session *s, const char *mountpoint, const char *staged, int staged_fd, uint8_t *bitmap) {
+  session_event *event;
+  while ((event = next_event()) == NULL || event->kind != SESSION_EVENT_INIT) {
+    if (event) {
+      free(event->data);
+      free(event);
+    }
+  }
+  free(event);
+  session_close_events(s);
+  alarm(60); /* a request left unanswered would hang the reader, and this harness with it */
+  int reader_status = -1;
+  pid_t reader = start_reader(mountpoint, staged);
+  if (reader > 0) waitpid(reader, &reader_status, 0);
+  umount2(mountpoint, MNT_DETACH);
+  session_join(s);
+  while ((event = next_event()) != NULL) {
+    free(event->data);
+    free(event);
+  }
+  close(s->fd);
+  int exit_code = WIFEXITED(reader_status) ? WEXITSTATUS(reader_status) : -1;
+  printf("events closed, reader exit %d\n", exit_code);
+  session_release(s);
+  free(bitmap);
+  close(staged_fd);
+  /* cmp exits 2 on an I/O error: the lookup was answered, with EIO. */
+  return exit_code == 2 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s MOUNTPOINT STAGED_FILE [passthrough]\n", argv[0]);
+    fprintf(stderr, "usage: %s MOUNTPOINT STAGED_FILE [passthrough|orphaned]\n", argv[0]);
     return 2;
   }
   const char *mountpoint = argv[1], *staged = argv[2];
   int want_passthrough = argc > 3 && strcmp(argv[3], "passthrough") == 0;
+  int orphaned = argc > 3 && strcmp(argv[3], "orphaned") == 0;
   int staged_fd = open(staged, O_RDONLY | O_CLOEXEC);
   struct stat st;
   if (staged_fd < 0 || fstat(staged_fd, &st) != 0) {
@@ -131,7 +167,11 @@ int main(int argc, char **argv) {
   s->fd = fd;
   s->thread_count = 4;
   s->want_passthrough = want_passthrough;
+  session_init(s);
+  session_open_events(s, NULL);
   if (session_start(s) != 0) return 2;
+
+  if (orphaned) return run_orphaned(s, mountpoint, staged, staged_fd, bitmap);
 
   pid_t reader = -1;
   int reader_status = -1, hits = 0, backing = -1, closed = 0;
@@ -182,7 +222,7 @@ int main(int argc, char **argv) {
             open_out.open_flags = FOPEN_PASSTHROUGH;
             memcpy(&open_out.padding, &backing, sizeof(backing));
           } else {
-            session_register_handle(s, FILE_FH, staged_fd, bitmap, BLOCK, (uint64_t)st.st_size, NULL);
+            session_register_handle(s, FILE_FH, staged_fd, bitmap, bitmap_size, BLOCK, (uint64_t)st.st_size, NULL);
           }
           part = (struct iovec){&open_out, sizeof(open_out)};
           break;
@@ -216,11 +256,9 @@ int main(int argc, char **argv) {
     free(h);
   }
   close(s->fd);
-  pthread_mutex_destroy(&s->lock);
-  pthread_cond_destroy(&s->reader_done);
   printf("passthrough %s, fast-path hits %d, reader exit %d\n", s->passthrough ? "on" : "off", hits,
          WIFEXITED(reader_status) ? WEXITSTATUS(reader_status) : -1);
-  free(s);
+  session_release(s);
   free(bitmap);
   close(staged_fd);
   return WIFEXITED(reader_status) && WEXITSTATUS(reader_status) == 0 ? 0 : 1;

@@ -3,6 +3,7 @@
  * gets its bytes in chunks held in memory (within a global budget), so a file streamed through
  * a full cache costs one GET per chunk, not one per kernel read.
  */
+import { StoreError } from '../errors';
 import type { ObjectStore } from '../store/object-store';
 import type { ObjectVersion } from './staged-object';
 
@@ -73,15 +74,18 @@ export class BypassReader {
     return chunk;
   }
 
+  /** The bytes [start, end), all of them: a body of any other length fails the read, never shortens it. */
   private async download(start: number, end: number): Promise<Buffer> {
     const data = Buffer.allocUnsafe(end - start);
+    const what = `${this.object.key} [${start}, ${end})`;
     let filled = 0;
     for await (const piece of await this.store.getRange(this.object.key, start, end, this.object.etag)) {
-      const take = Math.min(piece.length, data.length - filled);
-      data.set(piece.subarray(0, take), filled);
-      filled += take;
+      if (filled + piece.length > data.length) throw new StoreError('BadResponse', `${what}: the store sent more bytes than asked`);
+      data.set(piece, filled);
+      filled += piece.length;
     }
+    if (filled < data.length) throw new StoreError('BadResponse', `${what}: the store sent ${filled} bytes`);
     this.fetched(filled);
-    return data.subarray(0, filled);
+    return data;
   }
 }

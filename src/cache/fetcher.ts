@@ -2,20 +2,18 @@
  * Faults blocks into staging files with ranged GETs. One GET covers a run of adjacent missing
  * blocks; its body is written block by block, and each block is marked staged (and its waiters
  * woken) only once its bytes are on disk. Readers of a block already in flight wait on that fetch.
+ * The store checks responses and resumes broken bodies; a fetch that fails here is over.
  */
 import createDebug from 'debug';
 import { StoreError, errorMessage, isDiskFull } from '../errors';
 import type { ObjectStore } from '../store/object-store';
 import { BufferPool } from '../util/buffer-pool';
-import { Deferred, sleep } from '../util/deferred';
+import { Deferred } from '../util/deferred';
 import type { Reservation } from './space-ledger';
 import type { StagedFiles } from './staged-files';
 import type { StagedObject } from './staged-object';
 
 const debug = createDebug('stagefs:fetch');
-
-const MAX_ATTEMPTS = 4;
-const RETRY_BASE_MS = 100;
 
 /** No cache space could be had (reservation refused, or the disk is full): serve by bypass. */
 export class NoCacheSpace extends Error {
@@ -71,24 +69,15 @@ export class Fetcher {
     try {
       if (!reservation) throw new NoCacheSpace(`no cache space for ${object.spanLength(first, last)} bytes`);
       const file = await object.openFile(this.files);
-      // The SDK retries a request that fails outright; a body that breaks midway resumes here
-      // from the first block not yet written.
-      for (let attempt = 1; next <= last; attempt++) {
-        const body = await this.store.getRange(object.key, object.blockStart(next), object.blockStart(next) + object.spanLength(next, last), object.etag);
-        try {
-          await this.stream(object, body, next, last, async (block, bytes) => {
-            await file.write(bytes, 0, bytes.length, object.blockStart(block));
-            reservation.commit(object.markStaged(block));
-            this.hooks.staged(object);
-            next = block + 1;
-            waiters.get(block)?.resolve();
-          });
-        } catch (err) {
-          if (!isBrokenStream(err) || attempt >= MAX_ATTEMPTS) throw err;
-          debug('%s: resuming blocks %d..%d after: %s', object.key, next, last, errorMessage(err));
-          await sleep(RETRY_BASE_MS * 4 ** (attempt - 1));
-        }
-      }
+      const start = object.blockStart(first);
+      const body = await this.store.getRange(object.key, start, start + object.spanLength(first, last), object.etag);
+      await this.stream(object, body, first, last, async (block, bytes) => {
+        await file.write(bytes, 0, bytes.length, object.blockStart(block));
+        reservation.commit(object.markStaged(block));
+        this.hooks.staged(object);
+        next = block + 1;
+        waiters.get(block)?.resolve();
+      });
     } catch (err) {
       const failure = isDiskFull(err) ? new NoCacheSpace(`cache disk full: ${errorMessage(err)}`) : err;
       if (!(failure instanceof NoCacheSpace)) debug('%s: fetch of blocks %d..%d failed: %s', object.key, next, last, errorMessage(err));
@@ -98,7 +87,7 @@ export class Fetcher {
     }
   }
 
-  /** Hands each complete block of `body` (blocks from..last) to `write`, in order. */
+  /** Hands each complete block of `body` (blocks from..last) to `write`; a body of any other length fails. */
   private async stream(
     object: StagedObject,
     body: AsyncIterable<Uint8Array>,
@@ -114,7 +103,7 @@ export class Fetcher {
       for await (const chunk of body) {
         let offset = 0;
         while (offset < chunk.length) {
-          if (block > last) throw new StoreError('Server', `${object.key}: the store sent more bytes than asked`);
+          if (block > last) throw new StoreError('BadResponse', `${object.key}: the store sent more bytes than asked`);
           const take = Math.min(chunk.length - offset, length - filled);
           buffer.set(chunk.subarray(offset, offset + take), filled);
           filled += take;
@@ -131,15 +120,7 @@ export class Fetcher {
     } finally {
       this.buffers.give(buffer);
     }
-    if (block <= last) throw new StoreError('Server', `${object.key}: the response ended early at block ${block}`);
+    if (block <= last) throw new StoreError('BadResponse', `${object.key}: the response ended early at block ${block}`);
   }
 }
-
-/** A response body that broke off (reset, timeout, short) can be resumed with a new GET. */
-function isBrokenStream(err: unknown): boolean {
-  if (err instanceof StoreError) return err.kind === 'Server';
-  const code = (err as NodeJS.ErrnoException).code;
-  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (err as Error).name === 'AbortError';
-}
-
 

@@ -127,7 +127,7 @@ function foreignLines(logPath: string, from: number): string[] {
 async function mountInBackground(request: MountRequest, config: MountConfig): Promise<number> {
   const logPath = config.logFile ?? join(config.cache.dir, 'stagefs.log');
   // The log's default home: created here, private, as the daemon will keep it.
-  if (!config.logFile) preparePrivateDir(config.cache.dir);
+  if (!config.logFile) preparePrivateDir(config.cache.dir, 'cache dir', '--cache-dir');
   const log = openSync(logPath, 'a', 0o600);
   const logStart = fstatSync(log).size;
   const args = [request.source, request.mountpoint, ...toArgs({ ...request.options, 'log-file': logPath }), '--foreground'];

@@ -5,16 +5,20 @@
 import { chmodSync, lstatSync, mkdirSync, readdirSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CacheConfig } from '../config';
-import { CommandError } from '../errors';
+import { CommandError, errorMessage } from '../errors';
 import { formatBytes } from '../units';
 
 /**
  * Creates the cache dir, or takes an existing one back, as mode 0700: staged bytes and written
  * files are readable through the mount only with the mount's permissions, never in the cache.
  */
-export function preparePrivateDir(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o700);
+export function preparePrivateDir(dir: string, what: string, option: string): void {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+  } catch (err) {
+    throw new CommandError(`cannot use ${dir} as the ${what} (${(err as NodeJS.ErrnoException).code ?? errorMessage(err)}); choose another with ${option}`);
+  }
 }
 
 /** Bytes the files under `dir` take on disk (sparse files count what is allocated). */

@@ -104,8 +104,8 @@ export async function startMount(config: MountConfig, manager: ServiceManager = 
   process.umask(0o077);
   manager.status(`mounting ${sourceUrl(config)} at ${config.mountpoint}`);
   await checkMountpoint(config.mountpoint);
-  preparePrivateDir(config.cache.dir);
-  preparePrivateDir(config.stateDir);
+  preparePrivateDir(config.cache.dir, 'cache dir', '--cache-dir');
+  preparePrivateDir(config.stateDir, 'state dir', '--state-dir');
   linkStateDir(config.cache.dir, config.stateDir);
   warnOfLegacyCache(config);
   checkCacheFits(config.cache);

@@ -12,7 +12,7 @@ import { constants } from 'node:fs';
 import createDebug from 'debug';
 import type { CacheHandle, DirectAccess, StagingCache } from '../cache/staging-cache';
 import type { ObjectVersion } from '../cache/staged-object';
-import { errorMessage, FsError } from '../errors';
+import { errorMessage, FsError, StoreError } from '../errors';
 import type { FileNode, Namespace, Node } from '../namespace/namespace';
 import { baseName, dirPrefixOf, keyOf, parentOf } from '../namespace/paths';
 import type { ObjectInfo, ObjectStore } from '../store/object-store';
@@ -91,6 +91,13 @@ const LINK_TARGETS_KEPT = 10_000;
 /** Node types mknod makes as objects with s3fs's type bits (regular files are created as files). */
 const S_ISGID = 0o2000;
 const SPECIAL_TYPES = [constants.S_IFIFO, constants.S_IFSOCK, constants.S_IFCHR, constants.S_IFBLK];
+/** Copies of an object that keeps changing in the store before a rename or chmod gives up. */
+const COPY_ATTEMPTS = 3;
+/**
+ * How long an open for writing waits for the kernel's passthrough readers of the file to go:
+ * close(2) does not wait for its RELEASE, so an open right after a reader's close can come first.
+ */
+const KERNEL_READERS_WAIT_MS = 2000;
 
 export class Filesystem {
   private readonly namespace: Namespace;
@@ -101,6 +108,8 @@ export class Filesystem {
   private readonly owner: { uid: number; gid: number };
   private readonly readOnly: boolean;
   private readonly handles = new HandleTable<OpenFile>();
+  /** Called when a handle the kernel read directly is released. */
+  private readonly kernelReaderGone = new Set<() => void>();
   private readonly localizing = new SingleFlight<string, LocalFile>();
   private readonly writes: WritePath;
   private readonly linkTargets = new Map<string, string>();
@@ -172,9 +181,7 @@ export class Filesystem {
   async open(path: string, flags: number): Promise<number> {
     const writable = (flags & O_ACCMODE) !== constants.O_RDONLY;
     if (writable || flags & constants.O_TRUNC) this.checkWritable(path);
-    if (writable && [...this.handles.values()].some((f) => f.path === path && f.direct === 'kernel')) {
-      throw new FsError('ETXTBSY', `${path} is open for reading by the kernel directly (passthrough)`);
-    }
+    if (writable) await this.kernelReadersGone(path);
     let local = this.writes.fileAt(path);
     if (local?.failure && flags & constants.O_TRUNC && writable) {
       // Starting the file over: the failed one stays with its handles until they close.
@@ -281,9 +288,28 @@ export class Filesystem {
   }
 
   async release(fh: number): Promise<void> {
-    const { reading } = this.handles.remove(fh);
+    const { reading, direct } = this.handles.remove(fh);
     if (reading.kind === 'local') this.writes.detach(reading.file);
     else this.cache.release(reading.handle);
+    if (direct === 'kernel') for (const wake of [...this.kernelReaderGone]) wake();
+  }
+
+  /** Waits a little for the kernel's direct readers of `path` to close; ETXTBSY if they stay. */
+  private async kernelReadersGone(path: string): Promise<void> {
+    const deadline = Date.now() + KERNEL_READERS_WAIT_MS;
+    while ([...this.handles.values()].some((file) => file.path === path && file.direct === 'kernel')) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new FsError('ETXTBSY', `${path} is open for reading by the kernel directly (passthrough)`);
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.kernelReaderGone.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, left);
+        this.kernelReaderGone.add(wake);
+      });
+    }
   }
 
   /**
@@ -451,8 +477,8 @@ export class Filesystem {
     }
   }
 
-  /** The object version a file node stands for, as the cache knows it. */
-  versionOf(node: FileNode): ObjectVersion {
+  /** The object version a file node (or an object of a listing) stands for, as the cache knows it. */
+  versionOf(node: ObjectInfo): ObjectVersion {
     return { bucket: this.bucket, key: node.key, etag: node.etag, size: node.size, mtime: node.mtime.getTime() };
   }
 
@@ -604,11 +630,11 @@ export class Filesystem {
   private async renameObject(node: FileNode, to: string): Promise<void> {
     await this.writes.replace(to);
     const toKey = keyOf(this.prefix, to);
-    const info = await this.store.copy(node.key, toKey, node.size, undefined, node.etag);
+    const { copied, info } = await this.copyObject(node, toKey);
     await this.store.delete(node.key);
-    await this.cache.rekey(this.versionOf(node), { bucket: this.bucket, key: toKey, etag: info.etag, size: info.size, mtime: info.mtime.getTime() });
+    await this.cache.rekey(this.versionOf(copied), { bucket: this.bucket, key: toKey, etag: info.etag, size: info.size, mtime: info.mtime.getTime() });
     this.namespace.inodes.produced(to, info.etag);
-    this.namespace.remember(this.namespace.fileNode(to, { ...info, metadata: info.metadata ?? node.metadata }));
+    this.namespace.remember(this.namespace.fileNode(to, { ...info, metadata: info.metadata ?? copied.metadata }));
   }
 
   /** Moves every object below `from` to `to`, then deletes the originals: not atomic, as in every S3 mount. */
@@ -630,9 +656,9 @@ export class Filesystem {
       while (next < objects.length) {
         const object = objects[next++];
         const key = toPrefix + object.key.slice(fromPrefix.length);
-        const info = await this.store.copy(object.key, key, object.size, undefined, object.etag);
-        const version = { bucket: this.bucket, key: object.key, etag: object.etag, size: object.size, mtime: object.mtime.getTime() };
-        await this.cache.rekey(version, { ...version, key, etag: info.etag, mtime: info.mtime.getTime() });
+        const { copied, info } = await this.copyObject(object, key);
+        const from = this.versionOf(copied);
+        await this.cache.rekey(from, { ...from, key, etag: info.etag, mtime: info.mtime.getTime() });
         this.namespace.inodes.produced(to + '/' + object.key.slice(fromPrefix.length), info.etag);
       }
     };
@@ -659,17 +685,44 @@ export class Filesystem {
       return;
     }
     const node = await this.namespace.lookupFresh(path);
-    const metadata = withAttrs(node.metadata, { ...nodeAttrs(node, this.owner), ...definedOnly(changes), ctime });
     if (node.kind === 'dir') {
       // A directory's attributes live on its marker object (made now, for a directory without one).
+      const metadata = withAttrs(node.metadata, { ...nodeAttrs(node, this.owner), ...definedOnly(changes), ctime });
       await this.store.put(dirPrefixOf(this.prefix, path), new Uint8Array(0), metadata);
       this.namespace.remember(this.namespace.dirNode(path, metadata));
       return;
     }
-    const info = await this.store.copy(node.key, node.key, node.size, metadata, node.etag);
-    await this.cache.rekey(this.versionOf(node), { ...this.versionOf(node), etag: info.etag });
+    // Of the version actually copied, should the object have changed in the store meanwhile.
+    const withChanges = (source: ObjectInfo) =>
+      withAttrs(source.metadata, { ...nodeAttrs({ ...node, etag: source.etag, size: source.size, mtime: source.mtime, metadata: source.metadata }, this.owner), ...definedOnly(changes), ctime });
+    const { copied, info } = await this.copyObject(node, node.key, withChanges);
+    await this.cache.rekey(this.versionOf(copied), { ...this.versionOf(copied), etag: info.etag });
     this.namespace.inodes.produced(path, info.etag);
-    this.namespace.remember(this.namespace.fileNode(path, { ...info, metadata }));
+    this.namespace.remember(this.namespace.fileNode(path, { ...info, metadata: withChanges(copied) }));
+  }
+
+  /**
+   * A server-side copy of the object as the mount knows it (CopySourceIfMatch). If it changed in
+   * the store since, the copy is made again of what the store holds now, as a fresh lookup would
+   * have seen it: `copied` is the version actually copied, and only its staged blocks may follow.
+   */
+  private async copyObject(
+    source: ObjectInfo,
+    to: string,
+    metadataOf?: (source: ObjectInfo) => Record<string, string>,
+  ): Promise<{ copied: ObjectInfo; info: ObjectInfo }> {
+    let copied = source;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return { copied, info: await this.store.copy(copied, to, metadataOf?.(copied)) };
+      } catch (err) {
+        if (!(err instanceof StoreError && err.kind === 'PreconditionFailed') || attempt >= COPY_ATTEMPTS) throw err;
+        const current = await this.store.head(copied.key);
+        if (!current) throw new FsError('ENOENT', `${copied.key} is gone from the store`);
+        debug('%s changed in the store (%s, was %s): copying the current version', copied.key, current.etag, copied.etag);
+        copied = current;
+      }
+    }
   }
 }
 

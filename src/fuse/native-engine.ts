@@ -173,7 +173,16 @@ export class NativeEngine implements Engine {
     clearTimeout(timer);
   }
 
+  /** Called by the addon on the JavaScript thread; a throw here would fail requests in C, so nothing throws. */
   private onEvent(kind: number, a: Buffer | number, b?: number, c?: number): void {
+    try {
+      this.dispatchEvent(kind, a, b, c);
+    } catch (err) {
+      warn('native event %d: %s', kind, errorMessage(err));
+    }
+  }
+
+  private dispatchEvent(kind: number, a: Buffer | number, b?: number, c?: number): void {
     switch (kind) {
       case EVENT_REQUEST:
         void this.handle(a as Buffer);
@@ -201,20 +210,31 @@ export class NativeEngine implements Engine {
     const body = message.subarray(IN_HEADER_SIZE);
     this.requests.add(opName(header.opcode));
     // A read fills a pooled buffer, free again once the reply (written synchronously) is out.
-    const buffer = header.opcode === Op.READ ? this.readBuffers.take(parseReadIn(body).size) : undefined;
+    let buffer: Buffer | undefined;
     let reply: Reply = undefined;
     let errno = 0;
     try {
-      reply = buffer ? await this.read(parseReadIn(body), buffer) : await this.dispatch(header, body);
+      if (header.opcode === Op.READ) {
+        const request = parseReadIn(body);
+        buffer = this.readBuffers.take(request.size);
+        reply = await this.read(request, buffer);
+      } else {
+        reply = await this.dispatch(header, body);
+      }
     } catch (err) {
       logFailure(opName(header.opcode), this.describe(header.nodeid), err);
       errno = errnoOf(err);
     }
-    if (this.session) {
-      const failed = this.addon.reply(this.session, header.unique, errno, errno || !reply ? undefined : reply);
-      if (failed) warn('reply to %s failed: errno %d', opName(header.opcode), failed);
+    try {
+      if (this.session) {
+        const failed = this.addon.reply(this.session, header.unique, errno, errno || !reply ? undefined : reply);
+        if (failed) warn('reply to %s failed: errno %d', opName(header.opcode), failed);
+      }
+    } catch (err) {
+      warn('reply to %s failed: %s', opName(header.opcode), errorMessage(err));
+    } finally {
+      if (buffer) this.readBuffers.give(buffer);
     }
-    if (buffer) this.readBuffers.give(buffer);
   }
 
   private async read(request: ReadIn, buffer: Buffer): Promise<Buffer> {
@@ -334,6 +354,7 @@ export class NativeEngine implements Engine {
 
   /** Chooses how the kernel reads a new handle (passthrough, or through us) and answers OPEN. */
   private async opened(ino: number, fh: number): Promise<Buffer> {
+    let registered = false;
     try {
       const io = this.inodeIo.get(ino) ?? { cached: 0, passthrough: 0, backing: undefined };
       this.inodeIo.set(ino, io);
@@ -355,8 +376,11 @@ export class NativeEngine implements Engine {
       let fastPath = false;
       if (mode === 'cached') {
         const access = await this.fs.directAccess(fh, 'fast');
-        if (access) this.addon.registerHandle(this.session!, fh, access.fd, access.blocks, access.blockSize, access.size);
-        fastPath = access !== undefined;
+        if (access) {
+          this.addon.registerHandle(this.session!, fh, access.fd, access.blocks, access.blockSize, access.size);
+          registered = true;
+          fastPath = true;
+        }
       }
       if (mode === 'passthrough') {
         io.passthrough++;
@@ -368,6 +392,8 @@ export class NativeEngine implements Engine {
       const openFlags = mode === 'passthrough' ? FOPEN_PASSTHROUGH : FOPEN_KEEP_CACHE;
       return openOut(fh, openFlags, backingId);
     } catch (err) {
+      // The handle number goes back to the table: no registration of it may outlive it.
+      if (registered && this.session) this.addon.unregisterHandle(this.session, fh);
       await this.fs.release(fh);
       throw err;
     }
@@ -383,19 +409,26 @@ export class NativeEngine implements Engine {
 
   private async release(fh: number): Promise<undefined> {
     const file = this.openFiles.get(fh);
-    if (file) {
-      this.openFiles.delete(fh);
-      if (file.fastPath) this.addon.unregisterHandle(this.session!, fh);
-      const io = this.inodeIo.get(file.ino)!;
-      if (file.mode === 'passthrough') this.passthroughOpenFiles--;
-      if (file.mode === 'cached') io.cached--;
-      else if (--io.passthrough === 0 && io.backing !== undefined) {
-        this.addon.backingClose(this.session!, io.backing);
-        io.backing = undefined;
+    try {
+      if (file) {
+        this.openFiles.delete(fh);
+        const io = this.inodeIo.get(file.ino)!;
+        if (file.mode === 'cached') io.cached--;
+        else {
+          io.passthrough--;
+          this.passthroughOpenFiles--;
+        }
+        if (io.cached === 0 && io.passthrough === 0) this.inodeIo.delete(file.ino);
+        if (file.fastPath) this.addon.unregisterHandle(this.session!, fh);
+        if (file.mode === 'passthrough' && io.passthrough === 0 && io.backing !== undefined) {
+          this.addon.backingClose(this.session!, io.backing);
+          io.backing = undefined;
+        }
       }
-      if (io.cached === 0 && io.passthrough === 0) this.inodeIo.delete(file.ino);
+    } finally {
+      // Whatever the addon said, the handle is released: its entry must not stay open for good.
+      await this.fs.release(fh);
     }
-    await this.fs.release(fh);
     return undefined;
   }
 

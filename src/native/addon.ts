@@ -44,6 +44,8 @@ export interface NativeAddon {
   close(session: Session): void;
   /** Frees the disk blocks of [offset, offset + length) of an open file; the size stays. */
   punchHole(fd: number, offset: number, length: number): void;
+  /** The CRC32C of `bytes`, continuing from `crc` (hardware-assisted where the CPU can). */
+  crc32c(bytes: Uint8Array, crc?: number): number;
 }
 
 /** STAGEFS_NATIVE_ADDON loads another build, such as the sanitizer build of native/test. */

@@ -13,6 +13,7 @@ declare module 's3rver' {
   class S3rver {
     constructor(options: S3rverOptions);
     httpServer: Server;
+    store: InstanceType<typeof import('s3rver/lib/stores/filesystem')>;
     run(): Promise<{ address: string; port: number }>;
     close(): Promise<void>;
   }

@@ -2,6 +2,8 @@
  * The embedded S3 server's own process: s3rver on loopback. It runs apart from any mount so a
  * reader of the mount never shares an event loop with the server, and under
  * --openssl-legacy-provider, which s3rver's DES continuation tokens need past 1,000 keys.
+ * It checks V4 signatures and the conditions real S3 honours (If-Match on GET and HEAD,
+ * x-amz-copy-source-if-match on copies), which s3rver ignores.
  * Optionally logs every request as a JSON line, which tests use to count GETs.
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
@@ -13,6 +15,7 @@ import S3Error from 's3rver/lib/models/error';
 import AWSAccount from 's3rver/lib/models/account';
 import { makeWritesAtomic } from './atomic-writes';
 import { listKeys, type ListRequest } from './list-objects';
+import { objectOfUrl } from './object-url';
 import { checkSignature } from './sigv4';
 
 export interface RequestLogLine {
@@ -42,6 +45,47 @@ interface SignedContext {
   method: string;
   url: string;
   headers: import('node:http').IncomingHttpHeaders;
+}
+
+function unquote(etag: string): string {
+  return etag.replace(/^"|"$/g, '');
+}
+
+/** The ETag of a stored object, or undefined when there is none (s3rver then answers NoSuchKey). */
+async function etagOf(store: FilesystemStore, bucket: string, key: string): Promise<string | undefined> {
+  try {
+    return (await store.getMetadata(bucket, key)).etag;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/** If-Match on reads and x-amz-copy-source-if-match on copies: 412 PreconditionFailed when the ETag differs. */
+async function checkConditions(store: FilesystemStore, ctx: SignedContext): Promise<void> {
+  const ifMatch = ctx.headers['if-match'];
+  const copySource = ctx.headers['x-amz-copy-source'];
+  const copyIfMatch = ctx.headers['x-amz-copy-source-if-match'];
+  let target: { bucket: string; key: string } | undefined;
+  let wanted: string | undefined;
+  let condition = '';
+  if ((ctx.method === 'GET' || ctx.method === 'HEAD') && typeof ifMatch === 'string') {
+    target = objectOfUrl(ctx.url);
+    wanted = ifMatch;
+    condition = 'If-Match';
+  } else if (ctx.method === 'PUT' && typeof copySource === 'string' && typeof copyIfMatch === 'string') {
+    // As s3rver itself reads x-amz-copy-source.
+    const source = decodeURI(copySource).replace(/^\//, '');
+    const slash = source.indexOf('/');
+    target = slash < 0 ? undefined : { bucket: source.slice(0, slash), key: source.slice(slash + 1) };
+    wanted = copyIfMatch;
+    condition = 'x-amz-copy-source-If-Match';
+  }
+  if (!target || wanted === undefined) return;
+  const etag = await etagOf(store, target.bucket, target.key);
+  if (etag !== undefined && wanted !== '*' && unquote(wanted) !== unquote(etag)) {
+    throw new S3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: condition });
+  }
 }
 
 async function main(): Promise<void> {
@@ -74,6 +118,14 @@ async function main(): Promise<void> {
         };
         throw new S3Error(check.code, messages[check.code], check.accessKeyId ? { AWSAccessKeyId: check.accessKeyId } : {});
       }
+      await next();
+    },
+  );
+  (server as unknown as { middleware: Array<(ctx: SignedContext, next: () => Promise<void>) => Promise<void>> }).middleware.splice(
+    1,
+    0,
+    async (ctx, next) => {
+      await checkConditions(server.store, ctx);
       await next();
     },
   );

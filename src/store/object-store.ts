@@ -13,6 +13,9 @@ export interface ObjectInfo {
   metadata?: Record<string, string>;
 }
 
+/** The version of an object a copy is made of. */
+export type CopySource = Pick<ObjectInfo, 'key' | 'etag' | 'size'>;
+
 export interface ListPage {
   objects: ObjectInfo[];
   /** Common prefixes, each ending in the delimiter. */
@@ -39,8 +42,10 @@ export interface ObjectStore {
   head(key: string): Promise<ObjectInfo | undefined>;
 
   /**
-   * The bytes [start, end) of the object, as it is at `etag`. Throws StoreError 'PreconditionFailed'
-   * when the object no longer has that ETag, so a reader never mixes two versions.
+   * The bytes [start, end) of the object, as it is at `etag`: exactly end - start bytes, in order,
+   * or an error (responses are checked, broken bodies resumed, inside the store). Throws
+   * StoreError 'PreconditionFailed' when the object no longer has that ETag, so a reader never
+   * mixes two versions.
    */
   getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
 
@@ -64,12 +69,12 @@ export interface ObjectStore {
   abortMultipart(key: string, uploadId: string): Promise<void>;
 
   /**
-   * Copies `from` (of `size` bytes) to `to` inside the bucket, server-side; with `metadata`
-   * the copy gets it instead of the source's. `from` may equal `to` to change metadata only.
-   * With `sourceEtag`, the copy happens only while `from` has that ETag (else StoreError
-   * 'PreconditionFailed'), so bytes the mount holds for that version may follow it.
+   * Copies `source` to `to` inside the bucket, server-side, only as it is at `source.etag`
+   * (CopySourceIfMatch): throws StoreError 'PreconditionFailed' when the object changed. With
+   * `metadata` the copy gets it instead of the source's. `to` may be the source's own key, to
+   * change metadata only.
    */
-  copy(from: string, to: string, size: number, metadata?: Record<string, string>, sourceEtag?: string): Promise<ObjectInfo>;
+  copy(source: CopySource, to: string, metadata?: Record<string, string>): Promise<ObjectInfo>;
 
   delete(key: string): Promise<void>;
 

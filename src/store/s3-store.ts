@@ -21,7 +21,8 @@ import {
 import createDebug from 'debug';
 import type { StoreConfig } from '../config';
 import { CommandError, StoreError, errorMessage, type StoreErrorKind } from '../errors';
-import type { ListOptions, ListPage, ObjectInfo, ObjectStore } from './object-store';
+import type { CopySource, ListOptions, ListPage, ObjectInfo, ObjectStore } from './object-store';
+import { rangeResponseProblem, resumingRange, type RangeBody } from './range-read';
 
 const debug = createDebug('stagefs:store');
 
@@ -165,21 +166,35 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
-    const output = await this.call('get', `get ${key} [${start}, ${end})`, () =>
+  getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    const open = (from: number, to: number) => this.openRange(key, from, to, etag, signal);
+    return Promise.resolve(resumingRange(open, start, end, `get ${key} [${start}, ${end})`, signal));
+  }
+
+  /** One GET of [start, end), refused unless the response is exactly that range of that version. */
+  private async openRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<RangeBody> {
+    const what = `get ${key} [${start}, ${end})`;
+    const output = await this.call('get', what, () =>
       this.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${start}-${end - 1}`, IfMatch: etag }),
         { abortSignal: signal },
       ),
     );
-    const body = output.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
-    // Servers that ignore If-Match still name the version they sent; refuse any other.
-    if (output.ETag && output.ETag !== etag) {
+    const body = output.Body as RangeBody | undefined;
+    // Servers that ignore Range or If-Match answer with other bytes; those are never data.
+    const problem = body
+      ? rangeResponseProblem(
+          { status: output.$metadata.httpStatusCode, contentRange: output.ContentRange, contentLength: output.ContentLength, etag: output.ETag },
+          start,
+          end,
+          etag,
+        )
+      : 'the response has no body';
+    if (problem) {
       body?.destroy?.();
-      throw new StoreError('PreconditionFailed', `${key} changed in the store (ETag ${output.ETag}, expected ${etag})`);
+      throw new StoreError('BadResponse', `${what}: ${problem}`);
     }
-    if (!body) throw new StoreError('Server', `get ${key}: the response has no body`);
-    return body;
+    return body!;
   }
 
   async put(key: string, body: Uint8Array, metadata: Record<string, string> = {}): Promise<ObjectInfo> {
@@ -245,35 +260,43 @@ export class S3Store implements ObjectStore {
     );
   }
 
-  async copy(from: string, to: string, size: number, metadata?: Record<string, string>, sourceEtag?: string): Promise<ObjectInfo> {
+  async copy(from: CopySource, to: string, metadata?: Record<string, string>): Promise<ObjectInfo> {
     const directive = metadata ? 'REPLACE' : 'COPY';
-    if (size <= MAX_SINGLE_COPY) {
-      const output = await this.call('copy', `copy ${from} to ${to}`, () =>
+    const what = `copy ${from.key} (${from.etag}) to ${to}`;
+    if (from.size <= MAX_SINGLE_COPY) {
+      const output = await this.call('copy', what, () =>
         this.client.send(
           new CopyObjectCommand({
             Bucket: this.bucket,
             Key: to,
-            CopySource: copySource(this.bucket, from),
-            CopySourceIfMatch: sourceEtag,
+            CopySource: copySource(this.bucket, from.key),
+            CopySourceIfMatch: from.etag,
             MetadataDirective: directive,
             Metadata: metadata,
           }),
         ),
       );
-      return this.infoAfterWrite(to, output.CopyObjectResult?.ETag, size);
+      return this.infoAfterWrite(to, output.CopyObjectResult?.ETag, from.size);
     }
-    const source = sourceEtag ? { key: from, etag: sourceEtag } : await this.currentVersion(from);
-    const uploadId = await this.createMultipart(to, metadata ?? (await this.head(from))?.metadata);
+    const uploadId = await this.createMultipart(to, metadata ?? (await this.sourceMetadata(from)));
     try {
       const etags: string[] = [];
-      for (let start = 0; start < size; start += COPY_PART_SIZE) {
-        etags.push(await this.uploadPartCopy(to, uploadId, etags.length + 1, source, start, Math.min(size, start + COPY_PART_SIZE)));
+      for (let start = 0; start < from.size; start += COPY_PART_SIZE) {
+        etags.push(await this.uploadPartCopy(to, uploadId, etags.length + 1, from, start, Math.min(from.size, start + COPY_PART_SIZE)));
       }
       return await this.completeMultipart(to, uploadId, etags);
     } catch (err) {
       await this.abortMultipart(to, uploadId).catch(() => undefined); // best effort: the copy already failed
       throw err;
     }
+  }
+
+  /** The metadata of the version a multipart copy is made of; the parts' CopySourceIfMatch holds it to that version. */
+  private async sourceMetadata(from: CopySource): Promise<Record<string, string> | undefined> {
+    const info = await this.head(from.key);
+    if (!info) throw new StoreError('NotFound', `copy ${from.key}: no such key`);
+    if (info.etag !== from.etag) throw new StoreError('PreconditionFailed', `copy ${from.key}: it changed in the store (ETag ${info.etag}, expected ${from.etag})`);
+    return info.metadata;
   }
 
   async delete(key: string): Promise<void> {
@@ -291,13 +314,6 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  /** The key's current ETag, so a copy in several parts copies one version throughout. */
-  private async currentVersion(key: string): Promise<{ key: string; etag: string }> {
-    const info = await this.head(key);
-    if (!info) throw new StoreError('NotFound', `copy ${key}: no such object`);
-    return { key, etag: info.etag };
-  }
-
   /**
    * What a write left: the store's word on size and time, which later listings will repeat.
    * The version is the one written (its ETag and, where known, size), never another: a HEAD that
@@ -306,9 +322,10 @@ export class S3Store implements ObjectStore {
   private async infoAfterWrite(key: string, etag: string | undefined, size?: number): Promise<ObjectInfo> {
     const info = await this.head(key);
     if (!info) throw new StoreError('Server', `${key} is missing right after it was written`);
-    if (etag && info.etag !== etag) {
+    // Ceph RGW 16.2 returns a copy's ETag without the quotes its HEAD has.
+    if (etag && unquoted(info.etag) !== unquoted(etag)) {
       debug('%s changed again right after it was written', key);
-      return { key, etag, size: size ?? info.size, mtime: new Date() };
+      return { key, etag: `"${unquoted(etag)}"`, size: size ?? info.size, mtime: new Date() };
     }
     if (size !== undefined && info.size !== size) {
       throw new StoreError('Server', `${key}: the store reports ${info.size} bytes for the ${size} just written`);
@@ -344,6 +361,10 @@ export class S3Store implements ObjectStore {
     kind ??= 'Server';
     return new StoreError(kind, `${what}: ${describe(kind, e, this.description, this.caBundle)}`, err);
   }
+}
+
+function unquoted(etag: string): string {
+  return etag.replace(/"/g, '');
 }
 
 /** x-amz-copy-source: URL-encoded, but with the characters s3rver's decodeURI leaves alone kept as they are. */

@@ -199,16 +199,18 @@ export class WritePath {
   }
 
   async read(file: LocalFile, buffer: Buffer, length: number, position: number): Promise<number> {
-    const end = Math.min(file.size, position + length);
+    // A size change while this read runs (as a racing truncate on a local disk) leaves the read
+    // to the parts and size it began with.
+    const size = file.size;
+    const end = Math.min(size, position + length);
     if (position >= end) return 0;
     const first = partIndexOf(position);
-    const last = partIndexOf(end - 1);
-    const pinned = file.parts.slice(first, last + 1);
+    const pinned = file.parts.slice(first, partIndexOf(end - 1) + 1);
     for (const part of pinned) part.busy++;
     try {
-      for (let index = first; index <= last; index++) {
-        const part = file.parts[index];
-        const range = partRange(index, file.size);
+      for (const [offset, part] of pinned.entries()) {
+        const index = first + offset;
+        const range = partRange(index, size);
         const start = Math.max(position, range.start);
         const stop = Math.min(end, range.end);
         const into = buffer.subarray(start - position, stop - position);
@@ -312,7 +314,7 @@ export class WritePath {
       else this.abandonSession(file);
       const base = file.base;
       if (base && base.key === oldKey && (file.relyingOnBase || !file.dirty)) {
-        const info = await this.store.copy(oldKey, file.key, base.size, undefined, base.etag);
+        const info = await this.store.copy({ key: oldKey, etag: base.etag, size: base.size }, file.key);
         const moved = { ...base, key: file.key, etag: info.etag, mtime: info.mtime.getTime() };
         await this.cache.rekey(base, moved);
         this.rebase(file, moved);

@@ -153,7 +153,9 @@ export async function exercise(target: ExerciseTarget, options: ExerciseOptions)
       file.failed = false;
     }
   };
-  const openHandle = async (file: ModelFile, truncate: boolean) => {
+  const openHandle = async (file: ModelFile, wantTruncate: boolean) => {
+    // O_TRUNC on a failed file starts a new file beside it, which this model does not follow.
+    const truncate = wantTruncate && !file.failed;
     try {
       file.handles.push(await target.open(file.name, truncate));
       if (truncate) file.shadow.resize(0);

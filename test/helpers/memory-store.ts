@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { StoreError } from '../../src/errors';
-import type { ListOptions, ListPage, ObjectInfo, ObjectStore } from '../../src/store/object-store';
+import type { CopySource, ListOptions, ListPage, ObjectInfo, ObjectStore } from '../../src/store/object-store';
 
 interface Stored {
   body: Buffer;
@@ -73,10 +73,10 @@ export class MemoryStore implements ObjectStore {
     this.uploads.delete(uploadId);
   }
 
-  async copy(from: string, to: string, _size: number, metadata?: Record<string, string>, sourceEtag?: string): Promise<ObjectInfo> {
-    const source = this.objects.get(from);
-    if (!source) throw new StoreError('NotFound', `no such key ${from}`);
-    if (sourceEtag && source.info.etag !== sourceEtag) throw new StoreError('PreconditionFailed', `${from} changed`);
+  async copy(from: CopySource, to: string, metadata?: Record<string, string>): Promise<ObjectInfo> {
+    const source = this.objects.get(from.key);
+    if (!source) throw new StoreError('NotFound', `no such key ${from.key}`);
+    if (source.info.etag !== from.etag) throw new StoreError('PreconditionFailed', `${from.key} changed`);
     return this.put(to, source.body, metadata ?? source.info.metadata);
   }
 

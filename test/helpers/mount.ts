@@ -1,10 +1,10 @@
 /**
  * Real FUSE mounts for tests: `stagefs mount --foreground` in its own process, torn down in the
  * test's teardown, pass or fail. A mount a crashed test leaves is detached when the test process
- * exits.
+ * exits. A daemon that dies of a signal fails its test, and leaves its core file in CORE_DIR.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Test } from 'tap';
@@ -14,6 +14,13 @@ import { BUCKET, type TestS3 } from './s3';
 
 export const CLI = join(__dirname, '..', '..', 'src', 'cli', 'main.js');
 
+/** Where core files of crashed mount daemons are kept for a post-mortem. */
+export const CORE_DIR = join(tmpdir(), 'stagefs-cores');
+/**
+ * A library preloaded into mount daemons only (the sanitizer runtime of an AddressSanitizer
+ * build of the addon), not into the S3 server or the test runner, which it would only slow down.
+ */
+const DAEMON_PRELOAD = process.env.STAGEFS_TEST_DAEMON_PRELOAD;
 const MOUNT_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 30_000;
 
@@ -46,6 +53,8 @@ export interface MountOptions {
   args?: string[];
   cacheDir?: string;
   env?: Record<string, string>;
+  /** The S3 endpoint to mount; the test server's by default (a fault proxy's, say). */
+  endpoint?: string;
 }
 
 export interface TestMount {
@@ -85,13 +94,38 @@ export function mountpointDir(t: Test): string {
   return mountpoint;
 }
 
+/** Signals a process dies of by its own fault (tests send only SIGTERM and SIGKILL). */
+const CRASH_SIGNALS = new Set<string>(['SIGSEGV', 'SIGBUS', 'SIGABRT', 'SIGILL', 'SIGFPE', 'SIGSYS', 'SIGTRAP']);
+
+/**
+ * Fails the test when the daemon crashed, keeping any core file it left (with the kernel's
+ * default core_pattern, `core` in the daemon's working directory; the size limit is lifted).
+ */
+function checkDaemonDeath(t: Test, daemon: ChildProcess, workDir: string): void {
+  const cores = readdirSync(workDir).filter((name) => name === 'core' || name.startsWith('core.'));
+  for (const core of cores) {
+    mkdirSync(CORE_DIR, { recursive: true });
+    const kept = join(CORE_DIR, `${core}.${daemon.pid}.${Date.now()}`);
+    renameSync(join(workDir, core), kept);
+    t.fail(`the mount daemon dumped core: ${kept}`);
+  }
+  if (daemon.signalCode && CRASH_SIGNALS.has(daemon.signalCode)) t.fail(`the mount daemon died of ${daemon.signalCode}`);
+  rmSync(workDir, { recursive: true, force: true });
+}
+
 export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promise<TestMount> {
   const mountpoint = mountpointDir(t);
   const cacheDir = options.cacheDir ?? tempDir(t, 'cache');
+  const workDir = mkdtempSync(join(tmpdir(), 'stagefs-test-daemon-'));
   const source = `s3://${options.bucket ?? BUCKET}${options.prefix ? '/' + options.prefix : ''}`;
+  const endpoint = options.endpoint ?? s3.server.endpoint;
+  // Through a shell that lifts the core size limit, then becomes the daemon (same process).
   const daemon = spawn(
-    process.execPath,
+    '/bin/sh',
     [
+      '-c',
+      'ulimit -c unlimited 2>/dev/null; exec "$0" "$@"',
+      process.execPath,
       CLI,
       'mount',
       source,
@@ -100,7 +134,7 @@ export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promi
       '--engine',
       options.engine,
       '--endpoint',
-      s3.server.endpoint,
+      endpoint,
       '--cache-dir',
       cacheDir,
       // Written files wait for upload beside the cache, so a remount of the same cache dir finds them.
@@ -108,13 +142,18 @@ export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promi
       join(cacheDir, 'state'),
       ...(options.args ?? []),
     ],
-    { env: { ...process.env, ...s3.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    {
+      cwd: workDir,
+      env: { ...process.env, ...s3.env, ...(DAEMON_PRELOAD ? { LD_PRELOAD: DAEMON_PRELOAD } : {}), ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
   );
   let output = '';
   daemon.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   daemon.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   liveMountpoints.add(mountpoint);
   const mounted = () => isStagefsMount(mountAt(mountpoint));
+  let checked = false;
   const unmount = async () => {
     if (daemon.exitCode === null && daemon.signalCode === null) {
       const exited = new Promise<void>((resolve) => daemon.once('exit', () => resolve()));
@@ -128,6 +167,8 @@ export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promi
     }
     if (mounted()) lazyUnmount(mountpoint);
     liveMountpoints.delete(mountpoint);
+    if (!checked) checkDaemonDeath(t, daemon, workDir);
+    checked = true;
   };
   t.teardown(unmount);
   // Serving once it is in the mount table; registered (for commands that find it) just after.

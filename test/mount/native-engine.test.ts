@@ -90,6 +90,26 @@ t.test('cached and passthrough opens of one file, and a new version while the ol
   t.equal(await sha256File(path), sha256(v2), 'once closed, the new version reads right on its own');
 });
 
+t.test('a writer of a file the kernel reads directly waits for its readers; ETXTBSY while one stays', async (t) => {
+  const s3 = await startS3(t);
+  const v1 = randomData(2 * MiB);
+  await s3.store.put('tmpl/meta.vhd', v1);
+  const mount = await mountS3(t, s3, { engine: 'native' });
+  const path = mount.path('tmpl/meta.vhd');
+  t.equal((await runCli(['cache', 'prefetch', path])).code, 0, 'staged whole');
+  const reader = await open(path, 'r');
+  t.teardown(() => reader.close().catch(() => undefined));
+  t.same(await reader.readFile(), v1, 'a passthrough reader reads right');
+  await t.rejects(open(path, 'r+'), { code: 'ETXTBSY' }, 'a writer is refused while the reader stays open');
+  await reader.close();
+  // close(2) does not wait for the kernel's RELEASE: the open comes right behind it.
+  const writer = await open(path, 'r+');
+  await writer.write(Buffer.from('new'), 0, 3, 0);
+  await writer.close();
+  const v2 = Buffer.concat([Buffer.from('new'), v1.subarray(3)]);
+  t.equal(await sha256File(path), sha256(v2), 'the writer that came right after the close wrote');
+});
+
 t.test('many open files at once, and no descriptor left behind', async (t) => {
   const s3 = await startS3(t);
   const count = 300;

@@ -82,7 +82,7 @@ engineTest(t, "a failed mount shows fusermount's own reason", async (t, engine) 
   const cacheDir = tempDir(t, 'cache');
   chownSync(cacheDir, 65534, 65534);
   // tap puts its process hooks in every child's NODE_OPTIONS; they would write where nobody may not.
-  const result = await run('runuser', ['-u', 'nobody', '--', 'env', '-u', 'NODE_OPTIONS', process.execPath, CLI, 'mount', `s3://${BUCKET}`, mountpoint, '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir, '--engine', engine], {
+  const result = await run('runuser', ['-u', 'nobody', '--', 'env', '-u', 'NODE_OPTIONS', process.execPath, CLI, 'mount', `s3://${BUCKET}`, mountpoint, '--endpoint', s3.server.endpoint, '--cache-dir', cacheDir, '--state-dir', `${cacheDir}/state`, '--engine', engine], {
     env: { ...process.env, ...s3.env, HOME: cacheDir },
   }).then(
     () => ({ code: 0, stderr: '' }),

@@ -109,7 +109,9 @@ t.test('--log-file for a daemon, reopened on SIGHUP (rotation by renaming)', asy
   t.equal(readlinkSync(`/proc/${pid}/fd/2`), log, 'and its stderr is the log');
   renameSync(log, `${log}.1`);
   process.kill(pid, 'SIGHUP');
-  for (let i = 0; i < 200 && !existsSync(log); i++) await sleep(50);
+  // The new file exists a moment before its first line is written.
+  const reopened = () => existsSync(log) && /log file .* reopened/.test(readFileSync(log, 'utf8'));
+  for (let i = 0; i < 200 && !reopened(); i++) await sleep(50);
   t.match(readFileSync(log, 'utf8'), /log file .* reopened/, 'SIGHUP opens the log anew');
   t.equal(readlinkSync(`/proc/${pid}/fd/2`), log, 'stderr follows it');
   t.equal((await runCli(['unmount', mountpoint])).code, 0, 'unmount');

@@ -13,5 +13,6 @@ t.test('the native session is clean under valgrind and AddressSanitizer', async 
   t.equal(code, 0, 'the checks pass');
   t.match(output, /passthrough off, fast-path hits [1-9]\d*, reader exit 0/, 'reads were served by the fast path');
   t.match(output, /passthrough on, fast-path hits 0, reader exit 0/, 'and in passthrough');
+  t.match(output, /events closed, reader exit 2/, 'with the event channel gone, requests fail with EIO in C instead of hanging');
   t.match(output, /native memory check: clean/);
 });

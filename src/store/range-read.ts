@@ -1,0 +1,90 @@
+/**
+ * Ranged reads that are checked and resumed: the read path's one retry policy.
+ *
+ * The SDK retries a request that fails before it has a response (connection errors, 5xx,
+ * SlowDown). What it cannot see is decided here: a response that is not the one asked for (its
+ * status, Content-Range, Content-Length or ETag differ) is never data, and a body that breaks off
+ * or ends short is resumed with a new GET from the first byte not yet delivered, with the same
+ * If-Match. The caller gets exactly the bytes asked for, in order, once each, or an error.
+ */
+import { StoreError } from '../errors';
+import { sleep } from '../util/deferred';
+
+/** Failed attempts in a row, without a byte delivered between them, before a read gives up. */
+export const READ_ATTEMPTS = 4;
+/** Failed attempts of one read in all, however much each delivered. */
+const MAX_FAILURES = 16;
+const RETRY_BASE_MS = 100;
+
+export interface RangeResponse {
+  status: number | undefined;
+  contentRange: string | undefined;
+  contentLength: number | undefined;
+  etag: string | undefined;
+}
+
+/** Why a response to a GET of [start, end) at `etag` is not that range; undefined when it is. */
+export function rangeResponseProblem(response: RangeResponse, start: number, end: number, etag: string): string | undefined {
+  if (response.status !== 206) return `status ${response.status ?? 'missing'}, not 206 Partial Content`;
+  const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.contentRange ?? '');
+  if (!range || Number(range[1]) !== start || Number(range[2]) !== end - 1) {
+    return `Content-Range ${response.contentRange ?? 'missing'}, asked for bytes ${start}-${end - 1}`;
+  }
+  if (range[3] !== '*' && Number(range[3]) < end) return `Content-Range ${response.contentRange} ends past the object`;
+  if (response.contentLength !== end - start) return `Content-Length ${response.contentLength ?? 'missing'}, asked for ${end - start}`;
+  if (response.etag !== etag) return `ETag ${response.etag ?? 'missing'}, asked for ${etag}`;
+  return undefined;
+}
+
+/** A response body the reader may drop unread (a response that failed its checks, or an early stop). */
+export type RangeBody = AsyncIterable<Uint8Array> & { destroy?: () => void };
+
+/**
+ * Opens a GET of [start, end), its response checked: throws StoreError 'BadResponse' for a
+ * response that is not that range, other StoreErrors for failed requests.
+ */
+export type OpenRange = (start: number, end: number) => Promise<RangeBody>;
+
+/** Whether another GET may succeed where this attempt failed. */
+function isRetryable(err: unknown, signal: AbortSignal | undefined): boolean {
+  if (signal?.aborted) return false;
+  // The SDK has retried failed requests already; only what it cannot see is retried here.
+  if (err instanceof StoreError) return err.kind === 'BadResponse';
+  // Anything a body throws while it streams (reset, premature close, socket timeout).
+  return true;
+}
+
+/** The bytes [start, end) from responses of `open`, resumed where a broken one stopped. */
+export async function* resumingRange(open: OpenRange, start: number, end: number, what: string, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  let delivered = start;
+  let failuresInARow = 0;
+  let failures = 0;
+  while (delivered < end) {
+    const from = delivered;
+    let body: RangeBody | undefined;
+    try {
+      body = await open(from, end);
+      for await (const chunk of body) {
+        if (delivered + chunk.length > end) throw new StoreError('BadResponse', `${what}: the store sent more bytes than asked`);
+        delivered += chunk.length;
+        yield chunk;
+      }
+      if (delivered < end) throw new StoreError('BadResponse', `${what}: the body ended after ${delivered - from} of ${end - from} bytes`);
+    } catch (err) {
+      body?.destroy?.();
+      failures++;
+      failuresInARow = delivered > from ? 1 : failuresInARow + 1;
+      if (!isRetryable(err, signal) || failuresInARow >= READ_ATTEMPTS || failures >= MAX_FAILURES) throw asStoreError(err, what, delivered - start);
+      await sleep(RETRY_BASE_MS * 4 ** (failuresInARow - 1));
+    } finally {
+      // The reader stopped early (or failed): the connection goes, unread.
+      if (delivered < end) body?.destroy?.();
+    }
+  }
+}
+
+function asStoreError(err: unknown, what: string, delivered: number): StoreError {
+  if (err instanceof StoreError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new StoreError('Server', `${what}: the body broke off after ${delivered} bytes (${message})`, err);
+}

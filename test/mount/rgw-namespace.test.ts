@@ -1,0 +1,5 @@
+/** The mount's namespace suite once more, against a real object store: Ceph RGW 16.2. */
+import { join } from 'node:path';
+import { suiteOnRgw } from '../helpers/rgw';
+
+suiteOnRgw(join(__dirname, 'namespace.test.js'));
