@@ -11,7 +11,7 @@
 #include "fuse_abi.h"
 
 /* What stagefs asks of the kernel at INIT; the reply carries the intersection with its offer. */
-static const uint64_t WANTED_FLAGS = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_PARALLEL_DIROPS |
+static const uint64_t WANTED_FLAGS = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_MAX_PAGES | FUSE_PARALLEL_DIROPS | FUSE_EXPORT_SUPPORT |
                                      FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO | FUSE_AUTO_INVAL_DATA |
                                      FUSE_ATOMIC_O_TRUNC | FUSE_ASYNC_DIO | FUSE_INIT_EXT;
 
@@ -276,7 +276,8 @@ static void *request_loop(void *arg) {
       case FUSE_FORGET:
       case FUSE_BATCH_FORGET:
       case FUSE_INTERRUPT:
-        /* No reply is due. Inode numbers stay valid for the whole mount, so forgets change nothing. */
+        /* No reply is due. Node ids map to paths for the whole mount (LOOKUP of "." finds one again
+         * after a forget), so forgets change nothing. */
         break;
       case FUSE_DESTROY:
         session_reply(s, in->unique, 0, NULL, 0);

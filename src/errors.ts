@@ -24,7 +24,8 @@ export type ErrnoCode =
   | 'ENODATA'
   | 'ENOSYS'
   | 'ETXTBSY'
-  | 'ETIMEDOUT';
+  | 'ETIMEDOUT'
+  | 'ESTALE';
 
 /** A filesystem operation's failure, carrying the errno the caller will see. */
 export class FsError extends Error {

@@ -19,9 +19,9 @@ import type { ObjectInfo, ObjectStore } from '../store/object-store';
 import { SingleFlight } from '../util/single-flight';
 import type { LocalFile } from '../write/local-file';
 import { WritePath } from '../write/write-path';
-import { localAttr, nodeAttr, type Attr } from './attrs';
+import { localAttr, localAttrs, nodeAttr, nodeAttrs, nodeType, type Attr } from './attrs';
 import { HandleTable } from './handle-table';
-import { formatMetadata, parseMetadata, type PosixAttrs } from './object-metadata';
+import { withAttrs, withoutTimes, type FullAttrs, type PosixAttrs } from './object-metadata';
 
 export type { Attr } from './attrs';
 
@@ -42,9 +42,15 @@ export interface FsStats {
   nameMax: number;
 }
 
-/** What setattr may change; absent fields stay as they are. */
-export interface AttrChanges extends PosixAttrs {
+/** What setattr may change; absent fields stay as they are (ctime moves by itself). */
+export interface AttrChanges extends Omit<PosixAttrs, 'ctime'> {
   size?: number;
+}
+
+/** Who asks: the owner of what a request makes (when the engine knows it). */
+export interface Caller {
+  uid: number;
+  gid: number;
 }
 
 export interface FilesystemOptions {
@@ -80,6 +86,11 @@ const RENAME_NOREPLACE = 1;
 const RENAME_EXCHANGE = 2;
 /** Objects copied at once when a directory is renamed. */
 const RENAME_COPIES_IN_FLIGHT = 8;
+/** Symbolic link targets kept in memory, by key and version. */
+const LINK_TARGETS_KEPT = 10_000;
+/** Node types mknod makes as objects with s3fs's type bits (regular files are created as files). */
+const S_ISGID = 0o2000;
+const SPECIAL_TYPES = [constants.S_IFIFO, constants.S_IFSOCK, constants.S_IFCHR, constants.S_IFBLK];
 /** Copies of an object that keeps changing in the store before a rename or chmod gives up. */
 const COPY_ATTEMPTS = 3;
 /**
@@ -101,6 +112,7 @@ export class Filesystem {
   private readonly kernelReaderGone = new Set<() => void>();
   private readonly localizing = new SingleFlight<string, LocalFile>();
   private readonly writes: WritePath;
+  private readonly linkTargets = new Map<string, string>();
   /** Told when a handle's reads must come back through here (its file is being written). */
   private revokeDirect: (fh: number) => void = () => undefined;
 
@@ -194,33 +206,58 @@ export class Filesystem {
   }
 
   /** Creates (or empties) a regular file and opens it. */
-  async create(path: string, mode: number, flags: number): Promise<{ fh: number; attr: Attr }> {
+  async create(path: string, mode: number, flags: number, caller?: Caller): Promise<{ fh: number; attr: Attr }> {
     this.checkWritable(path);
-    await this.requireDirectory(parentOf(path));
+    const parent = await this.requireDirectory(parentOf(path));
     const existing = this.writes.fileAt(path) ?? (await this.lookupOrUndefined(path));
     if (existing && flags & constants.O_EXCL) throw new FsError('EEXIST', `exists: ${path}`);
     if (existing && 'kind' in existing && existing.kind === 'dir') throw new FsError('EISDIR', `is a directory: ${path}`);
     if (!existing) {
       this.namespace.inodes.release(path); // a new file: a new inode, whatever the kernel holds of an old one
-      await this.writes.create(path, formatMetadata({ mode }, 'file'));
+      const attrs = this.newAttrs(parent, constants.S_IFREG, mode, caller);
+      await this.writes.create(path, withoutTimes(withAttrs(undefined, attrs)));
+      this.namespace.touchEntries(parentOf(path));
     }
     const fh = await this.open(path, flags & ~(constants.O_CREAT | constants.O_EXCL));
     return { fh, attr: await this.getattr(path) };
   }
 
-  /** A regular file made without opening it; other node types are not kept here. */
-  async mknod(path: string, mode: number): Promise<Attr> {
-    if ((mode & constants.S_IFMT) !== constants.S_IFREG && (mode & constants.S_IFMT) !== 0) {
-      throw new FsError('EPERM', `only regular files can be made here: ${path}`);
+  /**
+   * A node made without opening it: a regular file, or a fifo, socket or device node stored as
+   * s3fs stores one (an empty object whose mode carries the type; device numbers are not kept).
+   */
+  async mknod(path: string, mode: number, caller?: Caller): Promise<Attr> {
+    const type = mode & constants.S_IFMT;
+    if (type === constants.S_IFREG || type === 0) {
+      const { fh, attr } = await this.create(path, mode & 0o7777, constants.O_WRONLY | constants.O_EXCL, caller);
+      await this.flush(fh);
+      await this.release(fh);
+      return attr;
     }
-    const { fh, attr } = await this.create(path, mode & 0o7777, constants.O_WRONLY | constants.O_EXCL);
-    await this.flush(fh);
-    await this.release(fh);
-    return attr;
+    if (!SPECIAL_TYPES.includes(type)) throw new FsError('EPERM', `cannot make a node of type 0o${type.toString(8)} here: ${path}`);
+    return this.makeObject(path, type, mode, new Uint8Array(0), caller);
   }
 
-  symlink(path: string): Promise<Attr> {
-    return Promise.reject(new FsError('EPERM', `symbolic links are not kept here: ${path}`));
+  /** A symbolic link, stored as s3fs stores one: the target is the object's body, S_IFLNK in its mode. */
+  async symlink(target: string, path: string, caller?: Caller): Promise<Attr> {
+    if (target.length === 0) throw new FsError('ENOENT', `empty symbolic link target for ${path}`);
+    if (Buffer.byteLength(target) > 4095) throw new FsError('ENAMETOOLONG', `symbolic link target too long for ${path}`);
+    return this.makeObject(path, constants.S_IFLNK, 0o777, Buffer.from(target, 'utf8'), caller);
+  }
+
+  async readlink(path: string): Promise<string> {
+    const node = await this.namespace.lookup(path);
+    if (node.kind !== 'file' || nodeType(node) !== constants.S_IFLNK) throw new FsError('EINVAL', `not a symbolic link: ${path}`);
+    const known = this.linkTargets.get(`${node.key}\0${node.etag}`);
+    if (known !== undefined) return known;
+    const chunks: Buffer[] = [];
+    for await (const chunk of await this.store.getRange(node.key, 0, node.size, node.etag)) chunks.push(Buffer.from(chunk));
+    const body = Buffer.concat(chunks);
+    if (body.length !== node.size) throw new FsError('EIO', `symbolic link ${path}: read ${body.length} of ${node.size} bytes`);
+    const target = body.toString('utf8');
+    if (this.linkTargets.size >= LINK_TARGETS_KEPT) this.linkTargets.clear();
+    this.linkTargets.set(`${node.key}\0${node.etag}`, target);
+    return target;
   }
 
   link(path: string): Promise<Attr> {
@@ -308,6 +345,24 @@ export class Filesystem {
     for (const { reading } of this.handles.values()) if (reading.kind === 'object') this.cache.touch(reading.handle);
   }
 
+  /**
+   * The attributes of inode `ino` itself, for a LOOKUP of "." by node id (a file handle opened
+   * after the kernel forgot the inode): ESTALE when the inode no longer names a file.
+   */
+  async getattrInode(ino: number): Promise<Attr> {
+    const path = this.namespace.inodes.pathOf(ino);
+    if (path === undefined) throw new FsError('ESTALE', `unknown inode ${ino}`);
+    const local = this.writes.fileAt(path);
+    const attr = local ? this.localAttr(local) : nodeAttr(await this.namespace.lookup(path), this.owner);
+    if (attr.ino !== ino) throw new FsError('ESTALE', `inode ${ino} no longer names ${path}`);
+    return attr;
+  }
+
+  /** The generation of an inode number, which file handles carry beside it. */
+  generationOf(ino: number): number {
+    return this.namespace.inodes.generationOf(ino);
+  }
+
   /** The path of an inode number the kernel holds, for engines that speak in inodes. */
   pathOf(ino: number): string {
     const path = this.namespace.inodes.pathOf(ino);
@@ -328,20 +383,22 @@ export class Filesystem {
       await this.writes.truncate(local, changes.size);
       this.writes.idle(local);
     }
-    const { mode, uid, gid, mtime } = changes;
-    if (mode !== undefined || uid !== undefined || gid !== undefined || mtime !== undefined) {
-      await this.setPosixAttrs(target, { mode, uid, gid, mtime }, handle?.reading.kind === 'local' ? handle.reading.file : undefined);
+    const { mode, uid, gid, mtime, atime } = changes;
+    if (mode !== undefined || uid !== undefined || gid !== undefined || mtime !== undefined || atime !== undefined) {
+      await this.setPosixAttrs(target, { mode, uid, gid, mtime, atime }, handle?.reading.kind === 'local' ? handle.reading.file : undefined);
     }
     return fh === undefined ? this.getattr(path) : this.getattrOpen(fh);
   }
 
-  async mkdir(path: string, mode: number): Promise<Attr> {
+  async mkdir(path: string, mode: number, caller?: Caller): Promise<Attr> {
     this.checkWritable(path);
-    await this.requireDirectory(parentOf(path));
+    const parent = await this.requireDirectory(parentOf(path));
     if (this.writes.fileAt(path) || (await this.lookupOrUndefined(path))) throw new FsError('EEXIST', `exists: ${path}`);
-    await this.store.put(dirPrefixOf(this.prefix, path), new Uint8Array(0), formatMetadata({ mode }, 'dir'));
-    const node = this.namespace.dirNode(path);
+    const metadata = withAttrs(undefined, this.newAttrs(parent, constants.S_IFDIR, mode, caller));
+    await this.store.put(dirPrefixOf(this.prefix, path), new Uint8Array(0), metadata);
+    const node = this.namespace.dirNode(path, metadata);
     this.namespace.remember(node);
+    this.namespace.touchEntries(parentOf(path));
     return nodeAttr(node, this.owner);
   }
 
@@ -353,6 +410,7 @@ export class Filesystem {
     if (!(await this.isEmptyDirectory(path))) throw new FsError('ENOTEMPTY', `directory not empty: ${path}`);
     await this.store.delete(dirPrefixOf(this.prefix, path));
     this.namespace.remove(path);
+    this.namespace.touchEntries(parentOf(path));
   }
 
   /**
@@ -375,6 +433,7 @@ export class Filesystem {
     }
     this.namespace.remove(path);
     this.namespace.inodes.release(path);
+    this.namespace.touchEntries(parentOf(path));
   }
 
   async rename(from: string, to: string, flags = 0): Promise<void> {
@@ -411,6 +470,8 @@ export class Filesystem {
       throw err;
     }
     if (source?.kind !== 'dir') this.namespace.remove(from);
+    this.namespace.touchEntries(parentOf(from));
+    this.namespace.touchEntries(parentOf(to));
     for (const file of this.handles.values()) {
       if (file.path === from || file.path.startsWith(from + '/')) file.path = to + file.path.slice(from.length);
     }
@@ -457,9 +518,38 @@ export class Filesystem {
     }
   }
 
-  private async requireDirectory(path: string): Promise<void> {
+  private async requireDirectory(path: string): Promise<Node> {
     const node = await this.namespace.lookup(path);
     if (node.kind !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
+    return node;
+  }
+
+  /**
+   * The attributes of a new node in `parent`: the caller's (or the mount's) owner; in a setgid
+   * directory its group, and a new directory there is setgid too, as on a local disk.
+   */
+  private newAttrs(parent: Node, type: number, mode: number, caller: Caller | undefined): FullAttrs {
+    const now = Date.now();
+    const owner = caller ?? this.owner;
+    const parentAttrs = nodeAttrs(parent, this.owner);
+    const setgid = (parentAttrs.mode & S_ISGID) !== 0;
+    const perms = (mode & 0o7777) | (setgid && type === constants.S_IFDIR ? S_ISGID : 0);
+    return { type, mode: perms, uid: owner.uid, gid: setgid ? parentAttrs.gid : owner.gid, mtime: now, ctime: now, atime: now };
+  }
+
+  /** A node stored whole at once (a symbolic link, a fifo): a new object that must not exist yet. */
+  private async makeObject(path: string, type: number, mode: number, body: Uint8Array, caller: Caller | undefined): Promise<Attr> {
+    this.checkWritable(path);
+    const parent = await this.requireDirectory(parentOf(path));
+    if (this.writes.fileAt(path) || (await this.lookupOrUndefined(path))) throw new FsError('EEXIST', `exists: ${path}`);
+    const metadata = withAttrs(undefined, this.newAttrs(parent, type, mode, caller));
+    const key = keyOf(this.prefix, path);
+    this.namespace.inodes.release(path);
+    const info = await this.store.put(key, body, metadata);
+    const node = this.namespace.fileNode(path, { ...info, metadata });
+    this.namespace.remember(node);
+    this.namespace.touchEntries(parentOf(path));
+    return nodeAttr(node, this.owner);
   }
 
   private async isEmptyDirectory(path: string): Promise<boolean> {
@@ -484,7 +574,10 @@ export class Filesystem {
     if (existing) return Promise.resolve(existing);
     return this.localizing.run(path, async () => {
       const node = await this.namespace.lookupFile(path);
-      const local = await this.writes.openExisting(path, this.versionOf(node), node.metadata ?? {}, content === 'empty');
+      const { mtime, ctime, atime } = nodeAttrs(node, this.owner);
+      // Emptied (O_TRUNC, truncate to 0) is a change of content now; a copy keeps the object's times until changed.
+      const times = content === 'empty' ? { atime } : { mtime, ctime, atime };
+      const local = await this.writes.openExisting(path, this.versionOf(node), withoutTimes(node.metadata), content === 'empty', times);
       // The kernel knows the file by the object's inode until it is written whole anew.
       local.ino = node.ino;
       for (const [fh, file] of this.handles.entries()) {
@@ -503,7 +596,7 @@ export class Filesystem {
   private stored(file: LocalFile, info: ObjectInfo): void {
     if (this.writes.fileAt(file.path) !== file) return;
     this.namespace.inodes.produced(file.path, info.etag);
-    this.namespace.remember(this.namespace.fileNode(file.path, info));
+    this.namespace.remember(this.namespace.fileNode(file.path, { ...info, metadata: this.writes.metadataOf(file) }));
   }
 
   /**
@@ -576,24 +669,36 @@ export class Filesystem {
     this.namespace.forgetTree(to);
   }
 
-  private async setPosixAttrs(path: string, attrs: PosixAttrs, open?: LocalFile): Promise<void> {
+  /** Writes every attribute at once: what changed, and what the node had (or its defaults). */
+  private async setPosixAttrs(path: string, changes: Omit<PosixAttrs, 'ctime'>, open?: LocalFile): Promise<void> {
     const local = open ?? this.writes.fileAt(path);
+    const ctime = Date.now();
     if (local) {
-      const merged = { ...parseMetadata(local.metadata), ...definedOnly(attrs) };
-      this.writes.setAttributes(local, formatMetadata({ ...merged, mtime: undefined }, 'file'), attrs.mtime);
+      const attrs = { ...localAttrs(local, this.owner), ...definedOnly(changes) };
+      this.writes.setAttributes(local, withoutTimes(withAttrs(local.metadata, attrs)), { mtime: changes.mtime, atime: changes.atime });
       return this.writes.idle(local);
+    }
+    if (path === '/') {
+      // The mount root is the bucket (or a prefix of it): its attributes stay in memory.
+      const root = this.namespace.root;
+      this.namespace.setRootMetadata(withAttrs(root.metadata, { ...nodeAttrs(root, this.owner), ...definedOnly(changes), ctime }));
+      return;
     }
     const node = await this.namespace.lookupFresh(path);
     if (node.kind === 'dir') {
-      // A directory's attributes live on its marker object.
-      await this.store.put(dirPrefixOf(this.prefix, path), new Uint8Array(0), formatMetadata(definedOnly(attrs), 'dir'));
+      // A directory's attributes live on its marker object (made now, for a directory without one).
+      const metadata = withAttrs(node.metadata, { ...nodeAttrs(node, this.owner), ...definedOnly(changes), ctime });
+      await this.store.put(dirPrefixOf(this.prefix, path), new Uint8Array(0), metadata);
+      this.namespace.remember(this.namespace.dirNode(path, metadata));
       return;
     }
-    const withAttrs = (source: ObjectInfo) => formatMetadata({ ...parseMetadata(source.metadata), ...definedOnly(attrs) }, 'file');
-    const { copied, info } = await this.copyObject(node, node.key, withAttrs);
+    // Of the version actually copied, should the object have changed in the store meanwhile.
+    const withChanges = (source: ObjectInfo) =>
+      withAttrs(source.metadata, { ...nodeAttrs({ ...node, etag: source.etag, size: source.size, mtime: source.mtime, metadata: source.metadata }, this.owner), ...definedOnly(changes), ctime });
+    const { copied, info } = await this.copyObject(node, node.key, withChanges);
     await this.cache.rekey(this.versionOf(copied), { ...this.versionOf(copied), etag: info.etag });
     this.namespace.inodes.produced(path, info.etag);
-    this.namespace.remember(this.namespace.fileNode(path, { ...info, metadata: withAttrs(copied) }));
+    this.namespace.remember(this.namespace.fileNode(path, { ...info, metadata: withChanges(copied) }));
   }
 
   /**
@@ -621,6 +726,6 @@ export class Filesystem {
   }
 }
 
-function definedOnly(attrs: PosixAttrs): PosixAttrs {
-  return Object.fromEntries(Object.entries(attrs).filter(([, value]) => value !== undefined)) as PosixAttrs;
+function definedOnly<T extends object>(attrs: T): Partial<T> {
+  return Object.fromEntries(Object.entries(attrs).filter(([, value]) => value !== undefined)) as Partial<T>;
 }

@@ -1,6 +1,12 @@
 /**
  * The portable engine: fuse-native (libfuse 2, high-level path API). It only translates FUSE
  * requests into Filesystem calls and errors into errno.
+ *
+ * libfuse 2's high-level library keeps its own node ids (per path) and answers LOOKUP of "." and
+ * ".." itself; it asks the kernel for FUSE_EXPORT_SUPPORT at INIT. With `noforget` it keeps every
+ * node id for the life of the mount, so file handles (an NFS server's) open again after the
+ * kernel forgot their inodes. fuse-native does not tell who asks, so what this engine makes is
+ * owned by the mount's uid and gid.
  */
 import Fuse from 'fuse-native';
 import { constants } from 'node:fs';
@@ -26,6 +32,18 @@ type Reply = (result: number, ...values: unknown[]) => void;
 
 async function unsupported(code: ErrnoCode): Promise<never> {
   throw new FsError(code);
+}
+
+/**
+ * What a utimens from fuse-native can say: it hands over the access time in both arguments (in
+ * ms), and libfuse 2 gives UTIME_NOW and UTIME_OMIT as 0 s and ~1073741822 ns, which that turns
+ * into 1073 ms either way. So one time is known, and it sets both; 1073 means "now".
+ */
+const UTIME_SPECIAL_MS = 1073;
+
+export function utimensChanges(time: number, now: number): { atime: number; mtime: number } {
+  const value = time === UTIME_SPECIAL_MS ? now : time;
+  return { atime: value, mtime: value };
 }
 
 function toStat(attr: Attr): object {
@@ -58,7 +76,7 @@ export class FuseNativeEngine implements Engine {
     const { options } = this;
     // fuse-native passes its options to libfuse as one -o list; libfuse options it has no name
     // for ride along after the fsname.
-    const extra = ['use_ino', 'big_writes', `negative_timeout=${options.kernelCacheSeconds}`];
+    const extra = ['use_ino', 'big_writes', 'noforget', `negative_timeout=${options.kernelCacheSeconds}`];
     if (options.readOnly) extra.push('ro');
     const source = /^[^,\s]+$/.test(options.source) ? options.source : 'stagefs';
     const fuse = new Fuse(options.mountpoint, this.operations(), {
@@ -168,10 +186,10 @@ export class FuseNativeEngine implements Engine {
       chmod: (path: string, mode: number, cb: Reply) => this.call('chmod', path, cb, () => fs.setattr(path, { mode }), () => cb(0)),
       chown: (path: string, uid: number, gid: number, cb: Reply) =>
         this.call('chown', path, cb, () => fs.setattr(path, { uid, gid }), () => cb(0)),
-      // fuse-native hands over the access time as both times; it is the best we are told.
-      utimens: (path: string, _atime: number, mtime: number, cb: Reply) =>
-        this.call('utimens', path, cb, () => fs.setattr(path, { mtime }), () => cb(0)),
-      symlink: (_target: string, path: string, cb: Reply) => this.call('symlink', path, cb, () => fs.symlink(path), () => cb(0)),
+      utimens: (path: string, atime: number, _mtime: number, cb: Reply) =>
+        this.call('utimens', path, cb, () => fs.setattr(path, utimensChanges(atime, Date.now())), () => cb(0)),
+      readlink: (path: string, cb: Reply) => this.call('readlink', path, cb, () => fs.readlink(path), (target) => cb(0, target)),
+      symlink: (target: string, path: string, cb: Reply) => this.call('symlink', path, cb, () => fs.symlink(target, path), () => cb(0)),
       link: (_target: string, path: string, cb: Reply) => this.call('link', path, cb, () => fs.link(path), () => cb(0)),
       mknod: (path: string, mode: number, _dev: number, cb: Reply) => this.call('mknod', path, cb, () => fs.mknod(path, mode), () => cb(0)),
       setxattr: (path: string, ...args: unknown[]) => {

@@ -44,8 +44,10 @@ const FATTR_MODE = 1 << 0;
 const FATTR_UID = 1 << 1;
 const FATTR_GID = 1 << 2;
 const FATTR_SIZE = 1 << 3;
+const FATTR_ATIME = 1 << 4;
 const FATTR_MTIME = 1 << 5;
 const FATTR_FH = 1 << 6;
+const FATTR_ATIME_NOW = 1 << 7;
 const FATTR_MTIME_NOW = 1 << 8;
 export const FOPEN_PASSTHROUGH = 1 << 7;
 
@@ -106,6 +108,12 @@ export function parseMknodIn(body: Buffer): { mode: number; name: string } {
   return { mode: body.readUInt32LE(0) & ~body.readUInt32LE(8), name: parseName(body, 16) };
 }
 
+/** SYMLINK: the new link's name, then its target. */
+export function parseSymlinkIn(body: Buffer): { name: string; target: string } {
+  const name = parseName(body);
+  return { name, target: parseName(body, Buffer.byteLength(name) + 1) };
+}
+
 export function parseMkdirIn(body: Buffer): { mode: number; name: string } {
   return { mode: body.readUInt32LE(0) & ~body.readUInt32LE(4), name: parseName(body, 8) };
 }
@@ -132,6 +140,7 @@ export interface SetattrIn {
   uid?: number;
   gid?: number;
   /** ms since the epoch. */
+  atime?: number;
   mtime?: number;
 }
 
@@ -142,8 +151,11 @@ export function parseSetattrIn(body: Buffer, now: number): SetattrIn {
   if (valid & FATTR_MODE) changes.mode = body.readUInt32LE(68) & 0o7777;
   if (valid & FATTR_UID) changes.uid = body.readUInt32LE(76);
   if (valid & FATTR_GID) changes.gid = body.readUInt32LE(80);
+  const time = (secondsAt: number, nanosAt: number) => Number(body.readBigInt64LE(secondsAt)) * 1000 + Math.floor(body.readUInt32LE(nanosAt) / 1e6);
+  if (valid & FATTR_ATIME_NOW) changes.atime = now;
+  else if (valid & FATTR_ATIME) changes.atime = time(32, 56);
   if (valid & FATTR_MTIME_NOW) changes.mtime = now;
-  else if (valid & FATTR_MTIME) changes.mtime = Number(body.readBigUInt64LE(40)) * 1000 + Math.floor(body.readUInt32LE(60) / 1e6);
+  else if (valid & FATTR_MTIME) changes.mtime = time(40, 60);
   return changes;
 }
 
@@ -178,13 +190,13 @@ export function parseGetattrFh(body: Buffer): number | undefined {
 
 function writeAttr(out: Buffer, at: number, attr: Attr): void {
   const seconds = (date: Date) => BigInt(Math.floor(date.getTime() / 1000));
-  const nanos = (date: Date) => (date.getTime() % 1000) * 1_000_000;
+  const nanos = (date: Date) => (date.getTime() - Math.floor(date.getTime() / 1000) * 1000) * 1_000_000;
   out.writeBigUInt64LE(BigInt(attr.ino), at);
   out.writeBigUInt64LE(BigInt(attr.size), at + 8);
   out.writeBigUInt64LE(BigInt(attr.blocks), at + 16);
-  out.writeBigUInt64LE(seconds(attr.atime), at + 24);
-  out.writeBigUInt64LE(seconds(attr.mtime), at + 32);
-  out.writeBigUInt64LE(seconds(attr.ctime), at + 40);
+  out.writeBigInt64LE(seconds(attr.atime), at + 24);
+  out.writeBigInt64LE(seconds(attr.mtime), at + 32);
+  out.writeBigInt64LE(seconds(attr.ctime), at + 40);
   out.writeUInt32LE(nanos(attr.atime), at + 48);
   out.writeUInt32LE(nanos(attr.mtime), at + 52);
   out.writeUInt32LE(nanos(attr.ctime), at + 56);
@@ -201,9 +213,15 @@ function writeTimeout(out: Buffer, at: number, seconds: number): void {
   out.writeBigUInt64LE(BigInt(Math.floor(seconds)), at);
 }
 
-function writeEntry(out: Buffer, at: number, attr: Attr | undefined, validSeconds: number): void {
+/** The generation of an inode number (which file handles carry beside it). */
+export type Generations = (ino: number) => number;
+
+function writeEntry(out: Buffer, at: number, attr: Attr | undefined, validSeconds: number, generations: Generations): void {
   out.fill(0, at, at + ENTRY_OUT_SIZE);
-  if (attr) out.writeBigUInt64LE(BigInt(attr.ino), at); // nodeid 0: a negative entry
+  if (attr) {
+    out.writeBigUInt64LE(BigInt(attr.ino), at); // nodeid 0: a negative entry
+    out.writeBigUInt64LE(BigInt(generations(attr.ino)), at + 8);
+  }
   writeTimeout(out, at + 16, validSeconds);
   writeTimeout(out, at + 24, validSeconds);
   const nanos = Math.round((validSeconds % 1) * 1e9);
@@ -213,9 +231,9 @@ function writeEntry(out: Buffer, at: number, attr: Attr | undefined, validSecond
 }
 
 /** fuse_entry_out; without an attr it is a negative entry the kernel may cache. */
-export function entryOut(attr: Attr | undefined, validSeconds: number): Buffer {
+export function entryOut(attr: Attr | undefined, validSeconds: number, generations: Generations): Buffer {
   const out = Buffer.alloc(ENTRY_OUT_SIZE);
-  writeEntry(out, 0, attr, validSeconds);
+  writeEntry(out, 0, attr, validSeconds, generations);
   return out;
 }
 
@@ -260,7 +278,14 @@ const align8 = (n: number) => (n + 7) & ~7;
  * READDIRPLUS (with each entry's attributes) expects. Each entry's offset is the index of the
  * next, which the kernel hands back to continue.
  */
-export function packDirectory(entries: DirectoryEntry[], start: number, size: number, plus: boolean, validSeconds: number): Buffer {
+export function packDirectory(
+  entries: DirectoryEntry[],
+  start: number,
+  size: number,
+  plus: boolean,
+  validSeconds: number,
+  generations: Generations,
+): Buffer {
   const parts: Buffer[] = [];
   let used = 0;
   for (let index = start; index < entries.length; index++) {
@@ -270,7 +295,7 @@ export function packDirectory(entries: DirectoryEntry[], start: number, size: nu
     const length = align8(direntAt + DIRENT_HEADER_SIZE + nameBytes.length);
     if (used + length > size) break;
     const part = Buffer.alloc(length);
-    if (plus) writeEntry(part, 0, name === '.' || name === '..' ? undefined : attr, validSeconds);
+    if (plus) writeEntry(part, 0, name === '.' || name === '..' ? undefined : attr, validSeconds, generations);
     part.writeBigUInt64LE(BigInt(attr.ino), direntAt);
     part.writeBigUInt64LE(BigInt(index + 1), direntAt + 8);
     part.writeUInt32LE(nameBytes.length, direntAt + 16);

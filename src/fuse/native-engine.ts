@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import createDebug from 'debug';
 import { CommandError, FsError, errnoOf, errorMessage } from '../errors';
-import type { Filesystem } from '../fs/filesystem';
+import type { Attr, Filesystem } from '../fs/filesystem';
 import { HandleTable } from '../fs/handle-table';
 import { fuseUnmount, mountAt } from '../daemon/mount-table';
 import { joinPath, parentOf } from '../namespace/paths';
@@ -36,6 +36,7 @@ import {
   parseReadIn,
   parseRenameIn,
   parseSetattrIn,
+  parseSymlinkIn,
   parseWriteIn,
   statfsOut,
   writeOut,
@@ -243,13 +244,20 @@ export class NativeEngine implements Engine {
 
   private async dispatch(header: RequestHeader, body: Buffer): Promise<Reply> {
     const ttl = this.options.kernelCacheSeconds;
+    const generations = (ino: number) => this.fs.generationOf(ino);
+    const entry = (attr: Attr | undefined) => entryOut(attr, ttl, generations);
+    const caller = { uid: header.uid, gid: header.gid };
     switch (header.opcode) {
       case Op.LOOKUP: {
-        const path = joinPath(this.fs.pathOf(header.nodeid), parseName(body));
+        const name = parseName(body);
+        // "." and ".." by node id: the kernel finding an inode again from a file handle (exports).
+        if (name === '.') return entry(await this.fs.getattrInode(header.nodeid));
+        const base = this.fs.pathOf(header.nodeid);
+        if (name === '..') return entry(await this.fs.getattr(parentOf(base)));
         try {
-          return entryOut(await this.fs.getattr(path), ttl);
+          return entry(await this.fs.getattr(joinPath(base, name)));
         } catch (err) {
-          if (err instanceof FsError && err.code === 'ENOENT') return entryOut(undefined, ttl);
+          if (err instanceof FsError && err.code === 'ENOENT') return entry(undefined);
           throw err;
         }
       }
@@ -262,7 +270,7 @@ export class NativeEngine implements Engine {
       case Op.READDIR:
       case Op.READDIRPLUS: {
         const read = parseReadIn(body);
-        return packDirectory(this.directories.get(read.fh), read.offset, read.size, header.opcode === Op.READDIRPLUS, ttl);
+        return packDirectory(this.directories.get(read.fh), read.offset, read.size, header.opcode === Op.READDIRPLUS, ttl, generations);
       }
       case Op.RELEASEDIR:
         this.directories.remove(parseFh(body));
@@ -273,16 +281,16 @@ export class NativeEngine implements Engine {
       }
       case Op.CREATE: {
         const create = parseCreateIn(body);
-        const { fh, attr } = await this.fs.create(joinPath(this.fs.pathOf(header.nodeid), create.name), create.mode, create.flags);
-        return [entryOut(attr, ttl), await this.opened(attr.ino, fh)];
+        const { fh, attr } = await this.fs.create(joinPath(this.fs.pathOf(header.nodeid), create.name), create.mode, create.flags, caller);
+        return [entry(attr), await this.opened(attr.ino, fh)];
       }
       case Op.MKNOD: {
         const mknod = parseMknodIn(body);
-        return entryOut(await this.fs.mknod(joinPath(this.fs.pathOf(header.nodeid), mknod.name), mknod.mode), ttl);
+        return entry(await this.fs.mknod(joinPath(this.fs.pathOf(header.nodeid), mknod.name), mknod.mode, caller));
       }
       case Op.MKDIR: {
         const mkdir = parseMkdirIn(body);
-        return entryOut(await this.fs.mkdir(joinPath(this.fs.pathOf(header.nodeid), mkdir.name), mkdir.mode), ttl);
+        return entry(await this.fs.mkdir(joinPath(this.fs.pathOf(header.nodeid), mkdir.name), mkdir.mode, caller));
       }
       case Op.UNLINK:
         return this.fs.unlink(joinPath(this.fs.pathOf(header.nodeid), parseName(body)));
@@ -313,9 +321,13 @@ export class NativeEngine implements Engine {
       case Op.STATFS:
         return statfsOut(this.fs.statfs());
       case Op.LINK:
-        return entryOut(await this.fs.link(this.fs.pathOf(header.nodeid)), ttl);
-      case Op.SYMLINK:
-        return entryOut(await this.fs.symlink(this.fs.pathOf(header.nodeid)), ttl);
+        return entry(await this.fs.link(this.fs.pathOf(header.nodeid)));
+      case Op.SYMLINK: {
+        const symlink = parseSymlinkIn(body);
+        return entry(await this.fs.symlink(symlink.target, joinPath(this.fs.pathOf(header.nodeid), symlink.name), caller));
+      }
+      case Op.READLINK:
+        return Buffer.from(await this.fs.readlink(this.fs.pathOf(header.nodeid)), 'utf8');
       default:
         // ENOSYS tells the kernel not to ask again (xattrs, access checks, locks, ...).
         throw new FsError('ENOSYS');

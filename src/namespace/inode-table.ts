@@ -7,6 +7,13 @@
  * path after an unlink. The first inode of a path is a hash of it, so it is the same after a
  * remount. 32 bits, because fuse-native carries st_ino in 32 bits; a rare collision probes to
  * the next free number.
+ *
+ * Node ids are these inode numbers, and they map back to paths for the whole mount, also after
+ * the kernel forgets an inode: a file handle (name_to_handle_at, an NFS server's) names a node id
+ * and its generation, and opens again after the kernel dropped its inode. The generation is 0
+ * for a path's first inode (the hash, the same after a remount, so handles survive one) and the
+ * mount's own number for any other (a probe past a collision, a replaced file), which a remount
+ * may give to another path: a handle of one then fails with ESTALE instead of naming that path.
  */
 
 export const ROOT_INO = 1;
@@ -30,6 +37,10 @@ interface PathInode {
 export class InodeTable {
   private readonly byPath = new Map<string, PathInode>([['/', { ino: ROOT_INO, etag: undefined }]]);
   private readonly paths = new Map<number, string>([[ROOT_INO, '/']]);
+  private readonly generations = new Map<number, number>();
+
+  /** `mountGeneration`: this mount's number for inodes that are not the hash of their path (nonzero). */
+  constructor(private readonly mountGeneration = Math.max(1, Math.floor(Date.now() / 1000) >>> 0)) {}
 
   /** The inode `path` has now (a directory, or a file whose version does not matter here). */
   inoOf(path: string): number {
@@ -60,6 +71,11 @@ export class InodeTable {
     return this.paths.get(ino);
   }
 
+  /** The generation of an inode number, for file handles. */
+  generationOf(ino: number): number {
+    return this.generations.get(ino) ?? 0;
+  }
+
   /**
    * After a rename, the inodes of `from` and below belong to `to`: the kernel moved its names,
    * and asks about those inodes by number.
@@ -81,8 +97,11 @@ export class InodeTable {
   }
 
   private allocate(path: string, etag: string | undefined): PathInode {
-    let ino = hash32(path);
+    const first = hash32(path);
+    let ino = first;
     while (ino <= ROOT_INO || this.paths.has(ino)) ino = (ino + 1) >>> 0;
+    const generation = ino === first ? 0 : this.mountGeneration;
+    if (generation) this.generations.set(ino, generation);
     const inode = { ino, etag };
     this.byPath.set(path, inode);
     this.paths.set(ino, path);

@@ -3,6 +3,11 @@
  * HEAD, cached for the metadata TTL. Keys are split on '/'; a "dir/" marker object makes a
  * directory; a name that is both an object and a prefix shows as the directory (the object is
  * shadowed and logged), as mountpoint-s3 does; keys that cannot be POSIX names are skipped.
+ * s3fs's legacy "name_$folder$" objects are directories too.
+ *
+ * A node's user metadata (its mode, owner and times) comes from HEAD: a listing carries none,
+ * so the objects and directory markers a listing shows are HEADed at once, in parallel, unless
+ * the mount learned their metadata within the TTL (a listing never replaces what it knows).
  */
 import createDebug from 'debug';
 import { FsError } from '../errors';
@@ -12,6 +17,11 @@ import { InodeTable, ROOT_INO } from './inode-table';
 import { baseName, checkPath, dirPrefixOf, isShowableName, joinPath, keyOf, parentOf } from './paths';
 
 const debug = createDebug('stagefs:namespace');
+
+/** HEADs in flight at once for the metadata of a listing's entries. */
+const HEADS_IN_FLIGHT = 32;
+/** The suffix of s3fs's legacy directory objects. */
+const LEGACY_DIR_SUFFIX = '_$folder$';
 
 export interface FileNode {
   kind: 'file';
@@ -23,6 +33,8 @@ export interface FileNode {
   mtime: Date;
   /** User metadata, known when the object was read with HEAD or written by this mount. */
   metadata?: Record<string, string>;
+  /** When the metadata was learned. */
+  metadataAt?: number;
 }
 
 export interface DirNode {
@@ -30,6 +42,11 @@ export interface DirNode {
   path: string;
   ino: number;
   mtime: Date;
+  /** The user metadata of the directory's marker object ({} when it has none). */
+  metadata?: Record<string, string>;
+  metadataAt?: number;
+  /** When an entry was last made, removed or renamed in it through the mount (ms), if it was. */
+  entriesChangedAt?: number;
 }
 
 export type Node = FileNode | DirNode;
@@ -60,6 +77,14 @@ export class Namespace {
   private readonly lookups = new SingleFlight<string, Node | null>();
   private readonly listingsInFlight = new SingleFlight<string, Map<string, Node>>();
   private readonly shadowWarned = new Set<string>();
+  /** The mount root's attributes live here, never on the bucket (or prefix) itself. */
+  private rootMetadata: Record<string, string> = {};
+  /**
+   * Directories whose entries changed through the mount, and when: their mtime and ctime move
+   * then, as on a local disk. Kept in memory only (a PUT on the marker per entry would double
+   * the cost of every create), so a remount shows the stored times again.
+   */
+  private readonly entriesChanged = new Map<string, number>();
 
   constructor(options: NamespaceOptions) {
     this.store = options.store;
@@ -70,7 +95,28 @@ export class Namespace {
   }
 
   get root(): DirNode {
-    return { kind: 'dir', path: '/', ino: ROOT_INO, mtime: this.mountedAt };
+    return {
+      kind: 'dir',
+      path: '/',
+      ino: ROOT_INO,
+      mtime: this.mountedAt,
+      metadata: this.rootMetadata,
+      metadataAt: this.now(),
+      entriesChangedAt: this.entriesChanged.get('/'),
+    };
+  }
+
+  /** An entry of directory `path` was made, removed or renamed through the mount just now. */
+  touchEntries(path: string): void {
+    const now = this.now();
+    this.entriesChanged.set(path, now);
+    const cached = this.nodes.get(path)?.value;
+    if (cached?.kind === 'dir') cached.entriesChangedAt = now;
+  }
+
+  /** New attributes of the mount root, kept in memory for the life of the mount. */
+  setRootMetadata(metadata: Record<string, string>): void {
+    this.rootMetadata = metadata;
   }
 
   /** The node at `path`, no older than the TTL; FsError ENOENT when there is none. */
@@ -120,8 +166,9 @@ export class Namespace {
     this.listings.delete(parentOf(path));
   }
 
-  /** Records a node the mount itself created or changed, so it is visible at once. */
+  /** Records a node the mount itself created or changed (its metadata included), so it is visible at once. */
   remember(node: Node): void {
+    if (node.metadata) node.metadataAt = this.now();
     this.nodes.set(node.path, { value: node, fetchedAt: this.now() });
     const listing = this.listings.get(parentOf(node.path));
     if (listing) listing.value.set(baseName(node.path), node);
@@ -147,8 +194,8 @@ export class Namespace {
     };
   }
 
-  dirNode(path: string): DirNode {
-    return { kind: 'dir', path, ino: this.inodes.inoOf(path), mtime: this.mountedAt };
+  dirNode(path: string, metadata?: Record<string, string>): DirNode {
+    return { kind: 'dir', path, ino: this.inodes.inoOf(path), mtime: this.mountedAt, metadata, entriesChangedAt: this.entriesChanged.get(path) };
   }
 
   private fresh<T>(cached: Cached<T> | undefined): cached is Cached<T> {
@@ -159,12 +206,44 @@ export class Namespace {
     const cached = this.nodes.get(path);
     if (this.fresh(cached)) return cached.value;
     const parentListing = this.listings.get(parentOf(path));
-    if (this.fresh(parentListing)) return parentListing.value.get(baseName(path)) ?? null;
+    if (this.fresh(parentListing)) {
+      const listed = parentListing.value.get(baseName(path));
+      if (!listed || this.metadataFresh(listed)) return listed ?? null;
+    }
     return this.lookups.run(path, async () => {
       const node = await this.fetchNode(path);
       this.nodes.set(path, { value: node, fetchedAt: this.now() });
       return node;
     });
+  }
+
+  private metadataFresh(node: Node): boolean {
+    return node.metadata !== undefined && node.metadataAt !== undefined && this.now() - node.metadataAt < this.ttlMs;
+  }
+
+  /** Reads the metadata of the nodes that lack it (or hold it past the TTL) with HEADs, some at once. */
+  private async fillMetadata(nodes: Node[]): Promise<void> {
+    const missing = nodes.filter((node) => !this.metadataFresh(node));
+    let next = 0;
+    const worker = async () => {
+      while (next < missing.length) {
+        const node = missing[next++];
+        const info = await this.store.head(node.kind === 'file' ? node.key : dirPrefixOf(this.prefix, node.path));
+        // An object gone since the listing keeps the listing's word until the next one.
+        node.metadata = info?.metadata ?? {};
+        node.metadataAt = this.now();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(HEADS_IN_FLIGHT, missing.length) }, worker));
+  }
+
+  /** What the mount knew of `node`'s metadata, when it is still about the same object (same version). */
+  private carryMetadata(node: Node): void {
+    const known = this.nodes.get(node.path)?.value;
+    if (!known || known.kind !== node.kind || !this.metadataFresh(known)) return;
+    if (known.kind === 'file' && node.kind === 'file' && known.etag !== node.etag) return;
+    node.metadata = known.metadata;
+    node.metadataAt = known.metadataAt;
   }
 
   /** HEAD the key and probe the prefix at once; the directory wins when both exist. */
@@ -183,9 +262,18 @@ export class Namespace {
     const isDir = children.objects.length > 0 || children.prefixes.length > 0;
     if (isDir) {
       if (info) this.warnShadowed(key);
-      return this.dirNode(path);
+      const node = this.dirNode(path);
+      // The marker object, when there is one, comes first in the listing of its prefix.
+      if (children.objects[0]?.key === key + '/') await this.fillMetadata([node]);
+      else node.metadata = {};
+      node.metadataAt = this.now();
+      return node;
     }
-    return info ? this.fileNode(path, info) : null;
+    if (!info) return null;
+    const node = this.fileNode(path, info);
+    node.metadataAt = this.now();
+    node.metadata ??= {};
+    return node;
   }
 
   private listing(path: string): Promise<Map<string, Node>> {
@@ -217,6 +305,14 @@ export class Namespace {
     for (const info of files) {
       const name = info.key.slice(dirPrefix.length);
       if (name === '') continue; // the directory's own marker object
+      if (name.endsWith(LEGACY_DIR_SUFFIX) && name.length > LEGACY_DIR_SUFFIX.length) {
+        const dirName = name.slice(0, -LEGACY_DIR_SUFFIX.length);
+        if (!this.showable(dirName, info.key) || children.has(dirName)) continue;
+        const legacy = this.dirNode(joinPath(path, dirName), {});
+        legacy.metadataAt = this.now();
+        children.set(dirName, legacy);
+        continue;
+      }
       if (!this.showable(name, info.key)) continue;
       if (children.has(name)) {
         this.warnShadowed(info.key);
@@ -224,6 +320,8 @@ export class Namespace {
       }
       children.set(name, this.fileNode(joinPath(path, name), info));
     }
+    for (const child of children.values()) this.carryMetadata(child);
+    await this.fillMetadata([...children.values()]);
     debug('listed %s: %d entries', path, children.size);
     return new Map([...children].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
   }

@@ -48,8 +48,12 @@ export class LocalFile {
   key: string;
   size: number;
   metadata: Record<string, string>;
-  /** Last change of content or metadata (or the time the user set), ms since the epoch. */
+  /** Last change of content (or the time the user set), ms since the epoch. */
   mtime: number;
+  /** Last change of content or metadata, ms since the epoch. */
+  ctime: number;
+  /** The access time the user set (reads do not move it, as with noatime), ms since the epoch. */
+  atime: number;
   parts: Part[];
   /** The object version the clean parts match: what the store held when the file was opened or last uploaded. */
   base: ObjectVersion | undefined;
@@ -88,6 +92,8 @@ export class LocalFile {
       size: number;
       metadata: Record<string, string>;
       mtime: number;
+      ctime?: number;
+      atime?: number;
       base?: ObjectVersion;
       parts?: Part[];
       dirty: boolean;
@@ -100,6 +106,8 @@ export class LocalFile {
     this.size = init.size;
     this.metadata = init.metadata;
     this.mtime = init.mtime;
+    this.ctime = init.ctime ?? init.mtime;
+    this.atime = init.atime ?? init.mtime;
     this.base = init.base;
     this.session = init.session;
     this.parts = init.parts ?? Array.from({ length: partCount(init.size) }, newPart);
@@ -145,10 +153,11 @@ export class LocalFile {
   }
 
   /** Records a change of content or metadata; returns whether the file was clean before it. */
-  changed(now: number): boolean {
+  changed(now: number, what: 'content' | 'metadata'): boolean {
     const wasClean = !this.dirty;
     this.generation++;
-    this.mtime = now;
+    if (what === 'content') this.mtime = now;
+    this.ctime = now;
     return wasClean;
   }
 
@@ -165,6 +174,8 @@ export class LocalFile {
       key: this.key,
       size: this.size,
       mtime: this.mtime,
+      ctime: this.ctime,
+      atime: this.atime,
       metadata: this.metadata,
       dirty: this.dirty,
       base: this.base && { key: this.base.key, etag: this.base.etag, size: this.base.size, mtime: this.base.mtime },

@@ -17,7 +17,10 @@ export interface PendingRecord {
   size: number;
   /** ms since the epoch. */
   mtime: number;
-  /** Object metadata (x-amz-meta-*) the upload carries, mtime aside. */
+  /** ms since the epoch; absent in records of older versions (then mtime). */
+  ctime?: number;
+  atime?: number;
+  /** Object metadata (x-amz-meta-*) the upload carries, its times aside. */
   metadata: Record<string, string>;
   /** Whether the content or metadata changed since the last upload. */
   dirty: boolean;

@@ -12,6 +12,8 @@
  *           the local file to make room: neither readable nor writable until that upload
  *           completes (a read fails with EIO, a write with ENOSPC), never lost.
  * Opening an existing object for writing copies nothing: every part starts in the base.
+ * A file's metadata (mode, owner) and its times (mtime moves with content changes, ctime with
+ * every change, atime only when set) travel with its content: every upload carries them all.
  *
  * States of a file and their transitions:
  *   dirty     content or metadata changed since the store last got it (create, write, truncate,
@@ -55,6 +57,7 @@ import { errorMessage, FsError, StoreError } from '../errors';
 import type { ObjectInfo, ObjectStore } from '../store/object-store';
 import { formatBytes } from '../units';
 import { ByteBudget } from '../util/byte-budget';
+import { formatEpochSeconds } from '../util/epoch-seconds';
 import { droppable, LocalFile, newPart, partsOfRecord, sentIsCurrent, type MultipartSession, type Part } from './local-file';
 import { MAX_FILE_SIZE, partCount, partIndexOf, partRange } from './part-layout';
 import { PendingRecords, type PendingRecord } from './pending-records';
@@ -111,6 +114,13 @@ export interface WritePathOptions {
   now?: () => number;
 }
 
+/** A file's times, ms since the epoch: content change, change of content or metadata, access. */
+export interface FileTimes {
+  mtime: number;
+  ctime: number;
+  atime: number;
+}
+
 /** An upload given up because the file moved, was deleted or failed while it ran. */
 class UploadCancelled extends Error {
   constructor(key: string) {
@@ -163,7 +173,7 @@ export class WritePath {
     return { count: dirty.length, bytes: dirty.reduce((sum, file) => sum + file.size, 0) };
   }
 
-  /** A new, empty file at `path`. */
+  /** A new, empty file at `path`; `metadata` without its times (the file's own, from now). */
   async create(path: string, metadata: Record<string, string>): Promise<LocalFile> {
     return this.register(path, { size: 0, metadata, dirty: true });
   }
@@ -172,10 +182,10 @@ export class WritePath {
    * `path`, an existing object, opened for a change: its bytes stay in the store (the base) until
    * parts of them are changed. With `empty` the file starts empty instead (O_TRUNC).
    */
-  async openExisting(path: string, base: ObjectVersion, metadata: Record<string, string>, empty: boolean): Promise<LocalFile> {
-    if (empty) return this.register(path, { size: 0, metadata, dirty: true });
+  async openExisting(path: string, base: ObjectVersion, metadata: Record<string, string>, empty: boolean, times: Partial<FileTimes>): Promise<LocalFile> {
+    if (empty) return this.register(path, { size: 0, metadata, dirty: true, ...times });
     const parts = Array.from({ length: partCount(base.size) }, () => ({ local: false, matchesBase: true, generation: 0, busy: 0 }));
-    return this.register(path, { size: base.size, metadata, base, parts, dirty: false });
+    return this.register(path, { size: base.size, metadata, base, parts, dirty: false, ...times });
   }
 
   attach(file: LocalFile): void {
@@ -260,11 +270,15 @@ export class WritePath {
     );
   }
 
-  /** New metadata (mode, owner) and, when the user set it, modification time; uploaded with the content. */
-  setAttributes(file: LocalFile, metadata: Record<string, string>, mtime: number | undefined): void {
+  /**
+   * New metadata (mode, owner; without times) and the times the user set; uploaded with the
+   * content. The change time moves to now.
+   */
+  setAttributes(file: LocalFile, metadata: Record<string, string>, times: { atime?: number; mtime?: number }): void {
     file.metadata = { ...file.metadata, ...metadata };
-    this.changed(file);
-    if (mtime !== undefined) file.mtime = mtime;
+    this.changed(file, 'metadata');
+    if (times.mtime !== undefined) file.mtime = times.mtime;
+    if (times.atime !== undefined) file.atime = times.atime;
     this.persist(file);
   }
 
@@ -402,7 +416,7 @@ export class WritePath {
 
   private async register(
     path: string,
-    init: { size: number; metadata: Record<string, string>; dirty: boolean; base?: ObjectVersion; parts?: LocalFile['parts'] },
+    init: { size: number; metadata: Record<string, string>; dirty: boolean; base?: ObjectVersion; parts?: LocalFile['parts'] } & Partial<FileTimes>,
   ): Promise<LocalFile> {
     await this.replace(path);
     const id = randomUUID();
@@ -413,7 +427,8 @@ export class WritePath {
       await data.close();
       throw err;
     }
-    const file = new LocalFile(id, data, { path, key: this.keyOf(path), mtime: this.now(), ...init });
+    const now = this.now();
+    const file = new LocalFile(id, data, { path, key: this.keyOf(path), ...init, mtime: init.mtime ?? now, ctime: init.ctime ?? now, atime: init.atime ?? now });
     this.byPath.set(path, file);
     this.all.add(file);
     this.persist(file);
@@ -432,6 +447,8 @@ export class WritePath {
       size,
       metadata: record.metadata,
       mtime: record.mtime,
+      ctime: record.ctime,
+      atime: record.atime,
       base: record.base && { bucket: this.options.bucket, ...record.base },
       parts: partsOfRecord(record, size),
       dirty: record.dirty,
@@ -480,8 +497,8 @@ export class WritePath {
     if (this.all.has(file)) this.records.write(file.toRecord(), durable);
   }
 
-  private changed(file: LocalFile): void {
-    if (file.changed(this.now())) this.persist(file);
+  private changed(file: LocalFile, what: 'content' | 'metadata' = 'content'): void {
+    if (file.changed(this.now(), what)) this.persist(file);
   }
 
   // --- parts ---
@@ -688,8 +705,9 @@ export class WritePath {
     this.store.abortMultipart(session.key, session.uploadId).catch((err: unknown) => debug('aborting the upload of %s: %s', session.key, errorMessage(err)));
   }
 
-  private metadataOf(file: LocalFile): Record<string, string> {
-    return { ...file.metadata, mtime: (file.mtime / 1000).toFixed(3) };
+  /** The metadata an upload of `file` carries: its own, with its times. */
+  metadataOf(file: LocalFile): Record<string, string> {
+    return { ...file.metadata, mtime: formatEpochSeconds(file.mtime), ctime: formatEpochSeconds(file.ctime), atime: formatEpochSeconds(file.atime) };
   }
 
   /** Waits until no upload of the file is under way (they stop early once it moved or went). */
