@@ -682,6 +682,7 @@ export class Filesystem {
       // The mount root is the bucket (or a prefix of it): its attributes stay in memory.
       const root = this.namespace.root;
       this.namespace.setRootMetadata(withAttrs(root.metadata, { ...nodeAttrs(root, this.owner), ...definedOnly(changes), ctime }));
+      this.namespace.entriesSettled('/');
       return;
     }
     const node = await this.namespace.lookupFresh(path);
@@ -689,6 +690,7 @@ export class Filesystem {
       // A directory's attributes live on its marker object (made now, for a directory without one).
       const metadata = withAttrs(node.metadata, { ...nodeAttrs(node, this.owner), ...definedOnly(changes), ctime });
       await this.store.put(dirPrefixOf(this.prefix, path), new Uint8Array(0), metadata);
+      this.namespace.entriesSettled(path);
       this.namespace.remember(this.namespace.dirNode(path, metadata));
       return;
     }

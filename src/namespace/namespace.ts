@@ -114,6 +114,13 @@ export class Namespace {
     if (cached?.kind === 'dir') cached.entriesChangedAt = now;
   }
 
+  /** The times of directory `path` were just stored: they now say all that its entries' changes did. */
+  entriesSettled(path: string): void {
+    this.entriesChanged.delete(path);
+    const cached = this.nodes.get(path)?.value;
+    if (cached?.kind === 'dir') cached.entriesChangedAt = undefined;
+  }
+
   /** New attributes of the mount root, kept in memory for the life of the mount. */
   setRootMetadata(metadata: Record<string, string>): void {
     this.rootMetadata = metadata;
