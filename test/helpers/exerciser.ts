@@ -5,6 +5,7 @@
  * after every successful close of a writer, fsync and remount. Seeded, so a failure repeats.
  * The same exerciser drives a real mount and the filesystem code without FUSE.
  */
+import { seeded } from './files';
 
 /** What the exerciser drives: a mount through the kernel, or the filesystem code directly. */
 export interface ExerciseTarget {
@@ -49,18 +50,6 @@ export interface ExerciseReport {
   unreadable: number;
   /** Every mismatch, with the operation number; empty when the run is clean. */
   failures: string[];
-}
-
-/** mulberry32: a small, seeded generator, so every run of a seed does the same. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let x = state;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A file's expected bytes: a buffer with room to grow, so appends do not copy the file each time. */
@@ -111,7 +100,7 @@ interface ModelFile {
 const MAX_MISMATCHES = 20;
 
 export async function exercise(target: ExerciseTarget, options: ExerciseOptions): Promise<ExerciseReport> {
-  const random = seededRandom(options.seed);
+  const random = seeded(options.seed);
   const below = (n: number) => Math.floor(random() * n);
   const report: ExerciseReport = { operations: 0, writes: 0, reads: 0, truncates: 0, reopens: 0, fsyncs: 0, remounts: 0, storeChecks: 0, noSpace: 0, unreadable: 0, failures: [] };
   const files: ModelFile[] = Array.from({ length: options.files }, (_, i) => ({

@@ -6,8 +6,7 @@
 import { open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import t from 'tap';
 import { EmbeddedS3 } from '../../src/s3server/embedded-s3';
-import { seededRandom } from '../helpers/exerciser';
-import { randomData, sha256 } from '../helpers/files';
+import { randomData, seeded, sha256 } from '../helpers/files';
 import { engineTest, mountS3 } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
 import { keys, objectBytes, objectSha256 } from '../helpers/s3-read';
@@ -40,7 +39,7 @@ engineTest(t, 'a loop of write at a random offset, close, short read, full read 
   const s3 = await startS3(t);
   const mount = await mountS3(t, s3, { engine });
   const path = mount.path('loop.img');
-  const random = seededRandom(7);
+  const random = seeded(7);
   let expected = randomData(64 * KiB);
   await writeFile(path, expected);
   let wrong = 0;
