@@ -385,6 +385,8 @@ export class StagingCache {
       this.changed.add(object);
     }
     await Promise.all(this.removing);
+    // A flush under way took its snapshot before the last changes: the closing one must be a new one.
+    await this.flushing;
     await this.flush();
     await Promise.all([...this.entries.values()].map((object) => object.closeFile()));
     await this.index.close();
