@@ -34,7 +34,8 @@ export function indexDamage(cacheDir: string, options: { readOnly?: boolean } = 
   if (!existsSync(data)) return undefined;
   // LMDB takes an empty data file for a new index: a truncated one would pass for empty.
   if (statSync(data).size === 0) return 'data.mdb is empty';
-  const probe = spawnSync(process.execPath, [PROBE, cacheDir, ...(options.readOnly ? ['--read-only'] : [])], {
+  // Without a core file: a crash of the probe is the answer looked for, not a fault to examine.
+  const probe = spawnSync('/bin/sh', ['-c', 'ulimit -c 0; exec "$0" "$@"', process.execPath, PROBE, cacheDir, ...(options.readOnly ? ['--read-only'] : [])], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'ignore'],
     timeout: PROBE_TIMEOUT_MS,
