@@ -90,19 +90,20 @@ export async function reconcile(index: CacheIndex, files: StagedFiles, options: 
     if (onDisk.delete(record.id)) legacyWrites.push({ record, path: files.pathOf(record.id) });
     else if (record.dirty) warn('the data of %s, written and not uploaded, is missing from the cache', record.key);
   }
+  const keptDir = options.setAside && join(options.setAside, 'staged');
   let kept = 0;
   for (const orphan of onDisk) {
-    if (options.setAside && !isEntryFileName(orphan)) {
+    if (keptDir && !isEntryFileName(orphan)) {
       // An older index listed written data in files like this one: it may be nothing else's.
-      mkdirSync(join(options.setAside, 'staged'), { recursive: true, mode: 0o700 });
-      renameSync(files.pathOf(orphan), join(options.setAside, 'staged', orphan));
+      mkdirSync(keptDir, { recursive: true, mode: 0o700 });
+      renameSync(files.pathOf(orphan), join(keptDir, orphan));
       kept++;
       continue;
     }
     debug('deleting orphan staging file %s', orphan);
     await files.remove(orphan);
   }
-  if (kept) warn('kept %d staging files of an older layout, which may hold written data, in %s', kept, join(options.setAside!, 'staged'));
+  if (kept) warn('kept %d staging files of an older layout, which may hold written data, in %s', kept, keptDir);
   await index.flushed();
   return { objects, legacyWrites, orphanFilesDeleted: onDisk.size - kept, missingFilesDropped };
 }
