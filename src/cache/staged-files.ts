@@ -19,6 +19,11 @@ export function newFileName(id: string): string {
   return `${id}.${randomBytes(6).toString('hex')}`;
 }
 
+/** Whether `name` is one `newFileName` gives; older versions named files by the id alone. */
+export function isEntryFileName(name: string): boolean {
+  return /^[0-9a-f]{40}\.[0-9a-f]{12}$/.test(name);
+}
+
 export class StagedFiles {
   readonly root: string;
 

@@ -12,9 +12,10 @@ import type { ObjectStore } from '../store/object-store';
 import { formatBytes } from '../units';
 import { BypassReader, MemoryBudget } from './bypass-reader';
 import { DiskSpace } from './disk-space';
-import { CacheIndex, COUNTER_NAMES, type CounterName, type Counters, zeroCounters } from './cache-index';
+import { type CacheIndex, COUNTER_NAMES, type CounterName, type Counters, zeroCounters } from './cache-index';
 import { Evictor } from './evictor';
 import { Fetcher, NoCacheSpace } from './fetcher';
+import { openSoundIndex } from './index-health';
 import { Readahead } from './readahead';
 import { reconcile } from './reconcile';
 import { SpaceLedger, type Reservation } from './space-ledger';
@@ -117,9 +118,9 @@ export class StagingCache {
   }
 
   static async open(options: StagingCacheOptions): Promise<StagingCache> {
-    const index = CacheIndex.open(options.config.dir);
+    const { index, setAside } = openSoundIndex(options.config.dir);
     const files = new StagedFiles(options.config.dir);
-    const report = await reconcile(index, files);
+    const report = await reconcile(index, files, { setAside });
     const cache = new StagingCache(
       options.config,
       options.store,
@@ -384,6 +385,8 @@ export class StagingCache {
       this.changed.add(object);
     }
     await Promise.all(this.removing);
+    // A flush under way took its snapshot before the last changes: the closing one must be a new one.
+    await this.flushing;
     await this.flush();
     await Promise.all([...this.entries.values()].map((object) => object.closeFile()));
     await this.index.close();

@@ -2,6 +2,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { CacheIndex, type EntryRecord } from '../cache/cache-index';
+import { indexDamage } from '../cache/index-health';
 import { cacheRoot, stateDirOf, writeDirOf } from '../config';
 import { isStagefsMount, mountAt } from '../daemon/mount-table';
 import { liveMounts, mountRecordFor } from '../daemon/runtime-registry';
@@ -71,6 +72,8 @@ function chooseCacheDir(mountpoint: string | undefined, flag: string | undefined
 
 export function readStatus(cacheDir: string): StatusReport {
   if (!existsSync(join(cacheDir, 'index'))) throw new CommandError(`no stagefs cache at ${cacheDir}`);
+  const damage = indexDamage(cacheDir, { readOnly: true });
+  if (damage) throw new CommandError(`the cache index of ${cacheDir} is damaged (${damage}); the next mount of this cache moves it aside and starts with an empty one`);
   const index = CacheIndex.open(cacheDir, { readOnly: true });
   try {
     const records: EntryRecord[] = index.entries();

@@ -1,10 +1,11 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, open, writeFile } from 'node:fs/promises';
+import { open, writeFile } from 'node:fs/promises';
 import t from 'tap';
 import type { StatusReport } from '../../src/cli/status-command';
 import { EmbeddedS3 } from '../../src/s3server/embedded-s3';
 import { sleep } from '../../src/util/deferred';
 import { runCli } from '../helpers/cli';
+import { writeThenKill } from '../helpers/crash';
 import { randomData, sha256, sha256File } from '../helpers/files';
 import { engineTest, mountS3, tempDir } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
@@ -48,18 +49,8 @@ async function writeUntilFailure(path: string, maxChunks: number): Promise<{ fai
 engineTest(t, 'a crash before upload loses nothing: the remount uploads it first', async (t, engine) => {
   const s3 = await startS3(t);
   const cacheDir = tempDir(t, 'cache');
-  const first = await mountS3(t, s3, { engine, cacheDir });
-  await mkdir(first.path('volumes'));
   const data = randomData(8 * MiB + 5);
-  // Held open: nothing is uploaded before close.
-  const writer = await open(first.path('volumes/export.raw'), 'w');
-  await writer.write(data, 0, data.length, 0);
-  t.notOk(await s3.store.head('volumes/export.raw'), 'written but not uploaded');
-  const killed = new Promise((resolve) => first.daemon.once('exit', resolve));
-  first.daemon.kill('SIGKILL');
-  await killed;
-  await writer.close().catch(() => undefined); // the mount died under it
-  await first.unmount();
+  await writeThenKill(t, s3, { engine, cacheDir }, 'volumes/export.raw', data);
 
   const second = await mountS3(t, s3, { engine, cacheDir });
   t.equal(await objectSha256(s3, 'volumes/export.raw'), sha256(data), 'the remount uploaded the bytes written before the crash');

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { CacheIndex } from '../../src/cache/cache-index';
@@ -133,4 +133,87 @@ t.test('the index survives a restart and is reconciled with the disk', async (t)
   const reopened = CacheIndex.open(first.dir);
   t.equal(reopened.entries()[0].openHandles, 0, 'open counts do not survive');
   await reopened.close();
+});
+
+/** Stages `size` bytes of a new object in a cache that is then closed; returns its record. */
+async function stageAndClose(t: any, size: number) {
+  const first = await setup(t);
+  const object = await putObject(first.store, 'disk.img', size);
+  const handle = await first.cache.open(object.version);
+  await readAll(first.cache, handle, size);
+  first.cache.release(handle);
+  await first.cache.close();
+  const index = CacheIndex.open(first.dir);
+  const [record] = index.entries();
+  await index.close();
+  return { ...first, ...object, record, path: join(first.dir, 'staged', record.file.slice(0, 2), record.file) };
+}
+
+t.test('a staging file cut short on disk loses the blocks past its end, which are fetched again', async (t) => {
+  const { dir, store, data, version, record, path } = await stageAndClose(t, 300 * KiB + 5);
+  t.equal(record.stagedBytes, data.length, 'every block was staged');
+  truncateSync(path, 100 * KiB);
+
+  const second = await setup(t, { dir, store });
+  t.equal(second.cache.stats().stagedBytes, 64 * KiB, 'only the block wholly inside the file stays staged');
+  t.equal(statSync(path).size, data.length, 'the file is sparse at the object size again');
+  const gets = store.getCount;
+  const handle = await second.cache.open(version);
+  t.same(await readAll(second.cache, handle, data.length), data, 'the bytes are the object\'s, not zeros');
+  t.ok(store.getCount > gets, 'the lost blocks were fetched again');
+  second.cache.release(handle);
+  await second.cache.close();
+});
+
+t.test('a staging file longer than its object is cut to the object size and keeps its blocks', async (t) => {
+  const { dir, store, data, version, path } = await stageAndClose(t, 100 * KiB);
+  truncateSync(path, 200 * KiB);
+  const second = await setup(t, { dir, store });
+  t.equal(statSync(path).size, data.length, 'cut to the object size');
+  const gets = store.getCount;
+  const handle = await second.cache.open(version);
+  t.same(await readAll(second.cache, handle, data.length), data, 'bytes match');
+  t.equal(store.getCount, gets, 'without a GET');
+  second.cache.release(handle);
+  await second.cache.close();
+});
+
+for (const damage of ['truncated', 'garbage', 'empty'] as const) {
+  t.test(`a ${damage} index is moved aside and the cache starts empty`, async (t) => {
+    const { dir, store, data, version } = await stageAndClose(t, 200 * KiB);
+    const dataFile = join(dir, 'index', 'data.mdb');
+    if (damage === 'truncated') truncateSync(dataFile, 8 * KiB);
+    if (damage === 'garbage') writeFileSync(dataFile, randomData(statSync(dataFile).size));
+    if (damage === 'empty') truncateSync(dataFile, 0);
+    // A file named as older versions named written data: nothing may tell it is only cache.
+    const legacy = 'ab'.repeat(20);
+    mkdirSync(join(dir, 'staged', 'ab'), { recursive: true });
+    writeFileSync(join(dir, 'staged', 'ab', legacy), 'written, maybe not uploaded');
+
+    const second = await setup(t, { dir, store });
+    const aside = readdirSync(dir).filter((name) => name.startsWith('index.damaged-'));
+    t.equal(aside.length, 1, `the damaged index was moved aside (${aside[0]})`);
+    t.ok(existsSync(join(dir, aside[0], 'data.mdb')), 'with its data file');
+    t.equal(second.cache.stats().entryCount, 0, 'nothing is adopted from it');
+    t.same(readdirSync(join(dir, 'staged')).flatMap((shard) => readdirSync(join(dir, 'staged', shard))), [], 'its staging files are gone');
+    t.ok(existsSync(join(dir, aside[0], 'staged', legacy)), 'a file that may hold written data is kept beside the index');
+    const handle = await second.cache.open(version);
+    t.same(await readAll(second.cache, handle, data.length), data, 'reads fetch the object again');
+    second.cache.release(handle);
+    await second.cache.close();
+    const reopened = CacheIndex.open(dir);
+    t.equal(reopened.entries().length, 1, 'the new index records what was staged since');
+    await reopened.close();
+  });
+}
+
+t.test('a record that does not hold together is dropped, and its file deleted', async (t) => {
+  const { dir, store, record, path } = await stageAndClose(t, 64 * KiB);
+  const index = CacheIndex.open(dir);
+  await index.put({ ...record, size: 'large' as unknown as number });
+  await index.close();
+  const second = await setup(t, { dir, store });
+  t.equal(second.cache.stats().entryCount, 0, 'the record is dropped');
+  t.notOk(existsSync(path), 'its staging file is deleted as an orphan');
+  await second.cache.close();
 });
