@@ -3,10 +3,11 @@
  * overwritten) can end the process that maps it with SIGBUS or SIGSEGV, with no message, so the
  * index is first read end to end by a short-lived process of its own (index-probe.ts). A damaged
  * index is moved aside, never repaired: the cache starts with an empty one, and what the staging
- * files held is fetched again.
+ * files held is fetched again. A mount that closes its index cleanly leaves a seal naming the
+ * data file's size and time; the next mount skips the probe when the file is still that one.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, renameSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import createDebug from 'debug';
 import { CacheIndex } from './cache-index';
@@ -18,6 +19,29 @@ const PROBE_TIMEOUT_MS = 60_000;
 
 function indexDir(cacheDir: string): string {
   return join(cacheDir, 'index');
+}
+
+function sealPath(cacheDir: string): string {
+  return join(indexDir(cacheDir), 'closed-cleanly');
+}
+
+function fingerprint(data: string): string {
+  const { size, mtimeMs, ino } = statSync(data);
+  return JSON.stringify({ size, mtimeMs, ino });
+}
+
+/** Records that the index of `cacheDir` was just closed whole, as its data file is now. */
+export function sealIndex(cacheDir: string): void {
+  writeFileSync(sealPath(cacheDir), fingerprint(join(indexDir(cacheDir), 'data.mdb')), { mode: 0o600 });
+}
+
+/** Whether the seal of a clean close is there and matches the data file; the seal is used up. */
+function takeSeal(cacheDir: string, data: string): boolean {
+  const seal = sealPath(cacheDir);
+  if (!existsSync(seal)) return false;
+  const sealed = readFileSync(seal, 'utf8');
+  rmSync(seal);
+  return sealed === fingerprint(data);
 }
 
 /**
@@ -61,6 +85,8 @@ export interface OpenedIndex {
 
 /** Opens the index of `cacheDir` for the mount, moving a damaged one aside first. */
 export function openSoundIndex(cacheDir: string, now: Date = new Date()): OpenedIndex {
+  const data = join(indexDir(cacheDir), 'data.mdb');
+  if (existsSync(data) && takeSeal(cacheDir, data)) return { index: CacheIndex.open(cacheDir) };
   const damage = indexDamage(cacheDir);
   if (!damage) return { index: CacheIndex.open(cacheDir) };
   const setAside = `${indexDir(cacheDir)}.damaged-${now.toISOString().replace(/[:.]/g, '-')}`;

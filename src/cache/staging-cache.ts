@@ -15,7 +15,7 @@ import { DiskSpace } from './disk-space';
 import { type CacheIndex, COUNTER_NAMES, type CounterName, type Counters, zeroCounters } from './cache-index';
 import { Evictor } from './evictor';
 import { Fetcher, NoCacheSpace } from './fetcher';
-import { openSoundIndex } from './index-health';
+import { openSoundIndex, sealIndex } from './index-health';
 import { Readahead } from './readahead';
 import { reconcile } from './reconcile';
 import { SpaceLedger, type Reservation } from './space-ledger';
@@ -390,6 +390,7 @@ export class StagingCache {
     await this.flush();
     await Promise.all([...this.entries.values()].map((object) => object.closeFile()));
     await this.index.close();
+    sealIndex(this.config.dir);
   }
 
   private startTimer(intervalMs: number, tick: () => void): void {
