@@ -22,7 +22,7 @@ export interface EntryRecord {
   blockSize: number;
   /** Bitmap of staged blocks; a bit is set only after the block's bytes are durable on disk. */
   blocks: Uint8Array;
-  /** The CRC32C of each block, 4 bytes little-endian a block, valid where `crcBlocks` has its bit (absent in older indexes). */
+  /** The CRC32C of each block, 4 bytes a block in the host's byte order, valid where `crcBlocks` has its bit (absent in older indexes). */
   crcs?: Uint8Array;
   crcBlocks?: Uint8Array;
   stagedBytes: number;

@@ -23,7 +23,7 @@ export interface PersistedState {
   blocks: Uint8Array;
   lastAccess: number;
   pinned: boolean;
-  /** The CRC32C of each block, 4 bytes little-endian a block, valid where `crcBlocks` has its bit. */
+  /** The CRC32C of each block, 4 bytes a block in the host's byte order, valid where `crcBlocks` has its bit. */
   crcs?: Uint8Array;
   crcBlocks?: Uint8Array;
 }
@@ -45,6 +45,8 @@ export class StagedObject implements ObjectVersion {
    * without a check, and the bits the native engine serves from (a reader in another thread).
    */
   readonly verified: BlockMap;
+  /** A check of the blocks not yet verified, under way. */
+  verifying: Promise<unknown> | undefined;
   stagedBytes: number;
   lastAccess: number;
   openHandles = 0;

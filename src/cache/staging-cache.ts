@@ -34,6 +34,12 @@ const MAX_REQUEST_BYTES = 8 * 1024 * 1024;
 const MAX_READAHEAD_BYTES = 64 * 1024 * 1024;
 const MAX_READAHEAD_FETCHES = 8;
 const MAX_PREFETCH_FETCHES = 4;
+/**
+ * Most unchecked bytes an open waits to have checked before handing a file to the kernel (a
+ * tenth of a second or so); a larger file is checked in the background and handed over at a
+ * later open, its reads meanwhile served (and checked) here.
+ */
+const MAX_OPEN_CHECK_BYTES = 64 * 1024 * 1024;
 const BYPASS_MEMORY_BYTES = 256 * 1024 * 1024;
 const FLUSH_INTERVAL_MS = 200;
 
@@ -54,6 +60,7 @@ export interface DirectAccess {
   blocks: Uint8Array;
   blockSize: number;
   size: number;
+  /** Every block is staged and verified in this mount: the kernel may read the file unchecked. */
   complete: boolean;
 }
 
@@ -238,19 +245,23 @@ export class StagingCache {
 
   /**
    * Opens the staging file of a handle for direct reads; undefined for an empty object. For the
-   * kernel, which reads the whole file unchecked, a complete file's blocks are all verified first.
+   * kernel, which reads the whole file unchecked, the blocks of a fully staged file are verified
+   * first (see MAX_OPEN_CHECK_BYTES).
    */
   async directAccess(handle: CacheHandle, kind: 'fast' | 'kernel'): Promise<DirectAccess | undefined> {
     const object = handle.object;
     if (!object) return undefined;
-    if (kind === 'kernel' && object.blocks.complete) await this.verifyObject(object, false);
+    if (kind === 'kernel' && object.blocks.complete && !object.verified.complete) {
+      const checking = this.verifyUnchecked(object);
+      if ((object.blocks.count - object.verified.count) * object.blockSize <= MAX_OPEN_CHECK_BYTES) await checking;
+    }
     const file = await object.openFile(this.files);
     return {
       fd: file.fd,
       blocks: object.verified.liveBits,
       blockSize: object.blockSize,
       size: object.size,
-      complete: object.blocks.complete,
+      complete: object.verified.complete,
     };
   }
 
@@ -522,6 +533,16 @@ export class StagingCache {
       if (!object.blocks.has(block) || this.checkBlock(object, fd, block) === 'bad') good = false;
     }
     return good;
+  }
+
+  /** Checks the blocks of `object` not yet verified in this mount, once however many ask at a time. */
+  private verifyUnchecked(object: StagedObject): Promise<unknown> {
+    object.verifying ??= this.verifyObject(object, false)
+      .catch((err: unknown) => warn('checking %s: %s', object.key, errorMessage(err)))
+      .finally(() => {
+        object.verifying = undefined;
+      });
+    return object.verifying;
   }
 
   /**

@@ -7,7 +7,7 @@ import t from 'tap';
 import { CacheIndex, type EntryRecord } from '../../src/cache/cache-index';
 import type { StatusReport } from '../../src/cli/status-command';
 import { sleep } from '../../src/util/deferred';
-import { runCli } from '../helpers/cli';
+import { dropPageCache, runCli } from '../helpers/cli';
 import { wrongBytes } from '../helpers/fault-reads';
 import { randomData } from '../helpers/files';
 import { engineTest, mountS3, tempDir } from '../helpers/mount';
@@ -149,4 +149,41 @@ engineTest(t, 'stagefs cache verify finds blocks damaged while mounted and drops
   const gets = s3.gets('db/table.bin').length;
   t.equal(wrongBytes(await readFile(path), data), 0, 'the file reads right');
   t.equal(s3.gets('db/table.bin').length, gets + 1, 'with one GET, of the dropped block');
+});
+
+t.test('a file too large to check at open is checked in the background and handed to the kernel at a later open [native]', async (t) => {
+  const s3 = await startS3(t);
+  const data = randomData(72 * MiB);
+  await s3.store.put('vm/large.img', data);
+  const cacheDir = tempDir(t, 'cache');
+  const args = ['--block-size', '1MiB'];
+  const first = await mountS3(t, s3, { engine: 'native', cacheDir, args });
+  t.equal((await runCli(['cache', 'prefetch', first.path('vm/large.img')])).code, 0, 'staged whole');
+  const stagingPath = await stagingFile(cacheDir, 'vm/large.img', isComplete);
+  await first.unmount();
+  await flipByte(stagingPath, 70 * MiB + 5);
+
+  const mount = await mountS3(t, s3, { engine: 'native', cacheDir, args });
+  const path = mount.path('vm/large.img');
+  const reads = async () => {
+    await sleep(600); // the index records within a fraction of a second
+    const { counters } = await status(cacheDir);
+    return counters.hits + counters.misses;
+  };
+  const before = await reads();
+  dropPageCache();
+  t.equal(wrongBytes(await readFile(path), data), 0, 'the first open reads right');
+  t.ok((await reads()) > before, 'through the daemon, not handed to the kernel unchecked');
+  t.equal(await badBlocks(cacheDir, 1), 1, 'the damaged block was found');
+
+  // Once every block is checked (in the background), an open is handed to the kernel.
+  let passthrough = false;
+  const deadline = Date.now() + WAIT_MS;
+  while (!passthrough && Date.now() < deadline) {
+    const count = await reads();
+    dropPageCache();
+    t.equal(wrongBytes(await readRange(path, 70 * MiB, 4096), data.subarray(70 * MiB, 70 * MiB + 4096)), 0, 'reads right');
+    passthrough = (await reads()) === count;
+  }
+  t.ok(passthrough, 'a later open is read by the kernel itself');
 });
