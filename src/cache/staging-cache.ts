@@ -567,7 +567,7 @@ export class StagingCache {
       }
     } finally {
       // Not a use of the entry: its place in eviction order stays.
-      object.openHandles--;
+      object.openHandles = Math.max(0, object.openHandles - 1);
       if (object.superseded) this.retire(object);
     }
     verifyLog('%s: %d blocks checked, %d given their first CRC, %d bad', object.key, report.checked, report.recorded, report.bad);
