@@ -31,6 +31,12 @@ export class BlockMap {
     this.stagedCount++;
   }
 
+  clear(block: number): void {
+    if (!this.has(block)) return;
+    this.bits[block >> 3] &= ~(1 << (block & 7));
+    this.stagedCount--;
+  }
+
   hasAll(first: number, last: number): boolean {
     for (let block = first; block <= last; block++) if (!this.has(block)) return false;
     return true;
@@ -48,7 +54,7 @@ export class BlockMap {
     return this.bits.slice();
   }
 
-  /** The bits themselves, for a reader in another thread (the native engine): they only get set. */
+  /** The bits themselves, for a reader in another thread (the native engine). */
   get liveBits(): Uint8Array {
     return this.bits;
   }

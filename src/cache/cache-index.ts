@@ -22,6 +22,9 @@ export interface EntryRecord {
   blockSize: number;
   /** Bitmap of staged blocks; a bit is set only after the block's bytes are durable on disk. */
   blocks: Uint8Array;
+  /** The CRC32C of each block, 4 bytes a block in the host's byte order, valid where `crcBlocks` has its bit (absent in older indexes). */
+  crcs?: Uint8Array;
+  crcBlocks?: Uint8Array;
   stagedBytes: number;
   /** ms since the epoch. */
   lastAccess: number;
@@ -44,7 +47,7 @@ export interface LegacyWriteRecord {
   metadata?: Record<string, string>;
 }
 
-export const COUNTER_NAMES = ['hits', 'misses', 'bytesFetched', 'evictions', 'bypassedReads'] as const;
+export const COUNTER_NAMES = ['hits', 'misses', 'bytesFetched', 'evictions', 'bypassedReads', 'badBlocks'] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
 
@@ -58,7 +61,7 @@ export interface SpaceRecord {
 }
 
 export function zeroCounters(): Counters {
-  return { hits: 0, misses: 0, bytesFetched: 0, evictions: 0, bypassedReads: 0 };
+  return { hits: 0, misses: 0, bytesFetched: 0, evictions: 0, bypassedReads: 0, badBlocks: 0 };
 }
 
 /**

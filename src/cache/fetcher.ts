@@ -8,6 +8,7 @@ import createDebug from 'debug';
 import { StoreError, errorMessage, isDiskFull } from '../errors';
 import type { ObjectStore } from '../store/object-store';
 import { BufferPool } from '../util/buffer-pool';
+import { crc32c } from '../util/crc32c';
 import { Deferred } from '../util/deferred';
 import type { Reservation } from './space-ledger';
 import type { StagedFiles } from './staged-files';
@@ -72,8 +73,9 @@ export class Fetcher {
       const start = object.blockStart(first);
       const body = await this.store.getRange(object.key, start, start + object.spanLength(first, last), object.etag);
       await this.stream(object, body, first, last, async (block, bytes) => {
+        const crc = crc32c(bytes);
         await file.write(bytes, 0, bytes.length, object.blockStart(block));
-        reservation.commit(object.markStaged(block));
+        reservation.commit(object.markStaged(block, crc));
         this.hooks.staged(object);
         next = block + 1;
         waiters.get(block)?.resolve();

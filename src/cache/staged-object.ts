@@ -23,6 +23,9 @@ export interface PersistedState {
   blocks: Uint8Array;
   lastAccess: number;
   pinned: boolean;
+  /** The CRC32C of each block, 4 bytes a block in the host's byte order, valid where `crcBlocks` has its bit. */
+  crcs?: Uint8Array;
+  crcBlocks?: Uint8Array;
 }
 
 export class StagedObject implements ObjectVersion {
@@ -34,6 +37,16 @@ export class StagedObject implements ObjectVersion {
   readonly mtime: number;
   readonly blockSize: number;
   readonly blocks: BlockMap;
+  /** The CRC32C of each staged block whose bit `checksummed` has (blocks handed over whole have none until checked). */
+  readonly crcs: Uint32Array;
+  readonly checksummed: BlockMap;
+  /**
+   * Staged blocks written or checked against their CRC in this mount: the only ones served
+   * without a check, and the bits the native engine serves from (a reader in another thread).
+   */
+  readonly verified: BlockMap;
+  /** A check of the blocks not yet verified, under way. */
+  verifying: Promise<unknown> | undefined;
   stagedBytes: number;
   lastAccess: number;
   openHandles = 0;
@@ -61,6 +74,13 @@ export class StagedObject implements ObjectVersion {
     this.blockSize = blockSize;
     const blockCount = Math.ceil(version.size / blockSize);
     this.blocks = new BlockMap(blockCount, persisted?.blocks);
+    this.crcs = new Uint32Array(blockCount);
+    const crcBytes = persisted?.crcs;
+    if (crcBytes && persisted.crcBlocks && crcBytes.length >= this.crcs.byteLength) {
+      new Uint8Array(this.crcs.buffer).set(crcBytes.subarray(0, this.crcs.byteLength));
+      this.checksummed = new BlockMap(blockCount, persisted.crcBlocks);
+    } else this.checksummed = new BlockMap(blockCount);
+    this.verified = new BlockMap(blockCount);
     this.stagedBytes = persisted ? this.bytesOfStagedBlocks() : 0;
     this.lastAccess = persisted?.lastAccess ?? Date.now();
     this.pinned = persisted?.pinned ?? false;
@@ -121,12 +141,32 @@ export class StagedObject implements ObjectVersion {
     return !this.removed && this.openHandles === 0 && this.activeFetches === 0 && this.inflight.size === 0 && !this.pinned;
   }
 
-  markStaged(block: number): number {
+  /** Records a block as staged; with the CRC of the bytes just written, it counts as verified. */
+  markStaged(block: number, crc?: number): number {
     if (this.blocks.has(block)) return 0;
     this.blocks.set(block);
+    if (crc !== undefined) this.recordCrc(block, crc);
     const length = this.blockLength(block);
     this.stagedBytes += length;
     this.unsyncedBlocks++;
+    return length;
+  }
+
+  /** The CRC of a staged block's bytes, as written or first read in this mount. */
+  recordCrc(block: number, crc: number): void {
+    this.crcs[block] = crc;
+    this.checksummed.set(block);
+    this.verified.set(block);
+  }
+
+  /** A staged block's bytes are not the object's: it is no longer staged. Returns the bytes it held. */
+  unstage(block: number): number {
+    if (!this.blocks.has(block)) return 0;
+    this.verified.clear(block);
+    this.checksummed.clear(block);
+    this.blocks.clear(block);
+    const length = this.blockLength(block);
+    this.stagedBytes -= length;
     return length;
   }
 
@@ -159,6 +199,8 @@ export class StagedObject implements ObjectVersion {
       mtime: this.mtime,
       blockSize: this.blockSize,
       blocks: this.blocks.toBytes(),
+      crcs: new Uint8Array(this.crcs.buffer.slice(0)),
+      crcBlocks: this.checksummed.toBytes(),
       stagedBytes: this.stagedBytes,
       lastAccess: this.lastAccess,
       openHandles: this.openHandles,

@@ -5,11 +5,13 @@
  * are served straight from the store (bypass), so a full cache never fails a read.
  */
 import { readSync } from 'node:fs';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import createDebug from 'debug';
 import type { CacheConfig } from '../config';
 import { errorMessage } from '../errors';
 import type { ObjectStore } from '../store/object-store';
 import { formatBytes } from '../units';
+import { BlockChecker, type BlockVerdict } from './block-checker';
 import { BypassReader, MemoryBudget } from './bypass-reader';
 import { DiskSpace } from './disk-space';
 import { type CacheIndex, COUNTER_NAMES, type CounterName, type Counters, zeroCounters } from './cache-index';
@@ -26,12 +28,19 @@ import type { LegacyWriteRecord } from './cache-index';
 const debug = createDebug('stagefs:cache');
 const evictLog = createDebug('stagefs:evict');
 const warn = createDebug('stagefs:warn');
+const verifyLog = createDebug('stagefs:verify');
 
 /** Largest ranged GET: big enough to amortise a request, small enough to keep several in flight. */
 const MAX_REQUEST_BYTES = 8 * 1024 * 1024;
 const MAX_READAHEAD_BYTES = 64 * 1024 * 1024;
 const MAX_READAHEAD_FETCHES = 8;
 const MAX_PREFETCH_FETCHES = 4;
+/**
+ * Most unchecked bytes an open waits to have checked before handing a file to the kernel (a
+ * tenth of a second or so); a larger file is checked in the background and handed over at a
+ * later open, its reads meanwhile served (and checked) here.
+ */
+const MAX_OPEN_CHECK_BYTES = 64 * 1024 * 1024;
 const BYPASS_MEMORY_BYTES = 256 * 1024 * 1024;
 const FLUSH_INTERVAL_MS = 200;
 
@@ -45,11 +54,23 @@ export interface CacheHandle {
 /** What a reader outside JavaScript needs to serve staged ranges of an open handle itself. */
 export interface DirectAccess {
   fd: number;
-  /** Staged-block bits, set as blocks land; never cleared while the handle is open. */
+  /**
+   * Bits of the blocks staged and verified in this mount, set as blocks land or pass their
+   * check; cleared only for a block found bad. Reads of other blocks go through `read`.
+   */
   blocks: Uint8Array;
   blockSize: number;
   size: number;
+  /** Every block is staged and verified in this mount: the kernel may read the file unchecked. */
   complete: boolean;
+}
+
+/** What a scrub found: entries with staged blocks, blocks compared with their CRC, blocks given their first CRC, bad blocks dropped. */
+export interface ScrubReport {
+  entries: number;
+  checked: number;
+  recorded: number;
+  bad: number;
 }
 
 export interface CacheStats {
@@ -87,6 +108,7 @@ export class StagingCache {
   private readonly evictor: Evictor;
   private readonly bypassBudget = new MemoryBudget(BYPASS_MEMORY_BYTES);
   private readonly disk: DiskSpace;
+  private readonly checker = new BlockChecker();
   /** Written files an older index kept among the entries, until the write path takes them. */
   private legacy: Array<{ record: LegacyWriteRecord; path: string }> = [];
   private readaheadFetches = 0;
@@ -176,7 +198,7 @@ export class StagingCache {
     const first = object.blockOf(position);
     const last = object.blockOf(end - 1);
     object.lastAccess = this.now();
-    if (object.blocks.hasAll(first, last)) {
+    if (object.blocks.hasAll(first, last) && (await this.verifyStaged(object, first, last))) {
       this.noteHit(handle, position, end);
       return this.readStaged(object, buffer, position, end);
     }
@@ -192,6 +214,8 @@ export class StagingCache {
     }
     try {
       await staging;
+      // Blocks of the range staged before this mount are checked too; a bad one is fetched again.
+      while (!(await this.verifyStaged(object, first, last))) await this.stage(object, first, last);
     } catch (err) {
       if (!(err instanceof NoCacheSpace)) throw err;
       this.count('bypassedReads', 1);
@@ -220,17 +244,25 @@ export class StagingCache {
     this.changed.add(object);
   }
 
-  /** Opens the staging file of a handle for direct reads; undefined for an empty object. */
-  async directAccess(handle: CacheHandle): Promise<DirectAccess | undefined> {
+  /**
+   * Opens the staging file of a handle for direct reads; undefined for an empty object. For the
+   * kernel, which reads the whole file unchecked, the blocks of a fully staged file are verified
+   * first (see MAX_OPEN_CHECK_BYTES).
+   */
+  async directAccess(handle: CacheHandle, kind: 'fast' | 'kernel'): Promise<DirectAccess | undefined> {
     const object = handle.object;
     if (!object) return undefined;
+    if (kind === 'kernel' && object.blocks.complete && !object.verified.complete) {
+      const checking = this.verifyUnchecked(object);
+      if ((object.blocks.count - object.verified.count) * object.blockSize <= MAX_OPEN_CHECK_BYTES) await checking;
+    }
     const file = await object.openFile(this.files);
     return {
       fd: file.fd,
-      blocks: object.blocks.liveBits,
+      blocks: object.verified.liveBits,
       blockSize: object.blockSize,
       size: object.size,
-      complete: object.blocks.complete,
+      complete: object.verified.complete,
     };
   }
 
@@ -308,6 +340,24 @@ export class StagingCache {
     this.adopt(object);
     this.retireOthers(version);
     return true;
+  }
+
+  /**
+   * Checks every staged block of the entry of `version` (of every entry when none is given)
+   * against its CRC, also blocks verified before in this mount; bad blocks are dropped.
+   */
+  async scrub(version?: ObjectVersion): Promise<ScrubReport> {
+    const objects = version ? [this.entries.get(entryId(version.bucket, version.key, version.etag))] : [...this.entries.values()];
+    const report: ScrubReport = { entries: 0, checked: 0, recorded: 0, bad: 0 };
+    for (const object of objects) {
+      if (!object) continue;
+      const found = await this.verifyObject(object, true);
+      report.entries += found.entries;
+      report.checked += found.checked;
+      report.recorded += found.recorded;
+      report.bad += found.bad;
+    }
+    return report;
   }
 
   /** Reserves cache space for bytes about to be written, evicting what nothing uses if needed. */
@@ -472,6 +522,73 @@ export class StagingCache {
       block = runEnd + 1;
     }
     readahead.scheduledUntil = Math.max(readahead.scheduledUntil, Math.min(stop, object.blockStart(block)));
+  }
+
+  /**
+   * Checks the staged blocks first..last not yet verified in this mount, dropping bad ones.
+   * True when every block of the range is staged and verified.
+   */
+  private async verifyStaged(object: StagedObject, first: number, last: number): Promise<boolean> {
+    if (object.verified.hasAll(first, last)) return true;
+    const { fd } = await object.openFile(this.files);
+    let good = true;
+    for (let block = first; block <= last; block++) {
+      if (object.verified.has(block)) continue;
+      if (!object.blocks.has(block) || this.checkBlock(object, fd, block) === 'bad') good = false;
+    }
+    return good;
+  }
+
+  /** Checks the blocks of `object` not yet verified in this mount, once however many ask at a time. */
+  private verifyUnchecked(object: StagedObject): Promise<unknown> {
+    object.verifying ??= this.verifyObject(object, false)
+      .catch((err: unknown) => warn('checking %s: %s', object.key, errorMessage(err)))
+      .finally(() => {
+        object.verifying = undefined;
+      });
+    return object.verifying;
+  }
+
+  /**
+   * Checks each staged block of `object` (only those not verified in this mount unless
+   * `recheck`), one block per turn of the event loop. The entry counts as open meanwhile, so
+   * its file stays open and it is not evicted.
+   */
+  private async verifyObject(object: StagedObject, recheck: boolean): Promise<ScrubReport> {
+    const report: ScrubReport = { entries: object.blocks.count > 0 ? 1 : 0, checked: 0, recorded: 0, bad: 0 };
+    object.openHandles++;
+    try {
+      for (let block = 0; block < object.blocks.blockCount && !object.removed; block++) {
+        if (!object.blocks.has(block) || (!recheck && object.verified.has(block))) continue;
+        const { fd } = await object.openFile(this.files);
+        if (object.removed) break;
+        if (!object.blocks.has(block)) continue;
+        const verdict = this.checkBlock(object, fd, block);
+        if (verdict === 'recorded') report.recorded++;
+        else report.checked++;
+        if (verdict === 'bad') report.bad++;
+        await nextTurn();
+      }
+    } finally {
+      // Not a use of the entry: its place in eviction order stays.
+      object.openHandles = Math.max(0, object.openHandles - 1);
+      if (object.superseded) this.retire(object);
+    }
+    verifyLog('%s: %d blocks checked, %d given their first CRC, %d bad', object.key, report.checked, report.recorded, report.bad);
+    return report;
+  }
+
+  /** Checks one staged block; a bad one is dropped (no longer staged), to be fetched again. */
+  private checkBlock(object: StagedObject, fd: number, block: number): BlockVerdict {
+    const verdict = this.checker.check(object, fd, block);
+    if (verdict === 'recorded') this.changed.add(object);
+    if (verdict === 'bad') {
+      this.ledger.adjustStaged(-object.unstage(block));
+      this.changed.add(object);
+      this.count('badBlocks', 1);
+      warn('%s (%s): staged block %d does not match its checksum; dropped, to be fetched again', object.key, object.etag, block);
+    }
+    return verdict;
   }
 
   private async readStaged(object: StagedObject, buffer: Buffer, position: number, end: number): Promise<number> {

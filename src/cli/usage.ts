@@ -12,7 +12,7 @@ export const USAGE: Record<string, string> = {
   unmount: 'usage: stagefs unmount MOUNTPOINT',
   demo: 'usage: stagefs demo [MOUNTPOINT]',
   status: 'usage: stagefs status [MOUNTPOINT | --cache-dir DIR] [--json]',
-  cache: 'usage: stagefs cache prefetch|pin|unpin|evict PATH...',
+  cache: 'usage: stagefs cache prefetch|pin|unpin|evict PATH... | stagefs cache verify [PATH...]',
 };
 
 export const HELP: Record<string, string> = {
@@ -80,7 +80,9 @@ Acts on files of a running mount; PATH is a file or directory inside the mount.
   prefetch   stage whole files now, with a progress bar
   pin        stage files whole and keep them: no age or capacity eviction (survives remounts)
   unpin      let pinned files be evicted again
-  evict      remove files from the cache; refused for a file in use or pinned`,
+  evict      remove files from the cache; refused for a file in use or pinned
+  verify     check staged blocks against their checksums (without PATH: every running mount's
+             whole cache); bad blocks are dropped, to be fetched again, and the exit status is 1`,
 };
 
 export const MAIN_USAGE = `usage: stagefs <command> [options]
@@ -90,7 +92,7 @@ commands:
   unmount   unmount a stagefs mount
   demo      mount sample data from an embedded S3 server
   status    show the staging cache
-  cache     prefetch, pin, unpin or evict files of a mount
+  cache     prefetch, pin, unpin, evict or verify files of a mount
 
 Run 'stagefs <command> --help' for a command's options; 'stagefs --version' for the version.
 As a mount(8) helper: mount -t fuse.stagefs s3://BUCKET[/PREFIX] MOUNTPOINT -o OPTIONS`;

@@ -2,19 +2,22 @@
  * The control socket's protocol: one JSON request line from an admin command, then JSON
  * reply lines from the mount until `end`.
  */
-export type ControlOp = 'prefetch' | 'pin' | 'unpin' | 'evict';
+import type { ScrubReport } from '../cache/staging-cache';
+
+export type ControlOp = 'prefetch' | 'pin' | 'unpin' | 'evict' | 'verify';
 
 export interface ControlRequest {
   op: ControlOp;
-  /** Paths inside the mount, each starting with '/'. */
+  /** Paths inside the mount, each starting with '/'; none for `verify` checks the whole cache. */
   paths: string[];
 }
+
 
 export type ControlReply =
   /** The files the request covers, once directories are expanded. */
   | { type: 'plan'; files: Array<{ path: string; size: number }> }
   | { type: 'progress'; path: string; staged: number; size: number }
-  | { type: 'done'; path: string; ok: true; detail?: string }
+  | { type: 'done'; path: string; ok: true; detail?: string; scrub?: ScrubReport }
   | { type: 'done'; path: string; ok: false; error: string }
   | { type: 'end' };
 

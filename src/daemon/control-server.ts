@@ -1,6 +1,6 @@
 /**
- * The mount's control socket: admin commands ask it to prefetch, pin, unpin or evict files by
- * their paths inside the mount. Each request gets progress and one result per file.
+ * The mount's control socket: admin commands ask it to prefetch, pin, unpin, evict or verify
+ * files by their paths inside the mount. Each request gets progress and one result per file.
  */
 import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -69,6 +69,11 @@ async function serve(socket: Socket, fs: Filesystem, cache: StagingCache): Promi
 }
 
 async function handle(request: ControlRequest, fs: Filesystem, cache: StagingCache, reply: (m: ControlReply) => void): Promise<void> {
+  if (request.op === 'verify' && request.paths.length === 0) {
+    reply({ type: 'plan', files: [] });
+    reply({ type: 'done', path: '/', ok: true, scrub: await cache.scrub() });
+    return;
+  }
   const files: FileNode[] = [];
   for (const path of request.paths) {
     try {
@@ -115,6 +120,9 @@ async function apply(
       case 'unpin':
         await cache.setPinned(version, request.op === 'pin');
         reply({ type: 'done', path: file.path, ok: true });
+        break;
+      case 'verify':
+        reply({ type: 'done', path: file.path, ok: true, scrub: await cache.scrub(version) });
         break;
       case 'evict': {
         const evicted = cache.evictKey(file.key);

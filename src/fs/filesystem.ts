@@ -321,7 +321,7 @@ export class Filesystem {
     if (file.writable || file.reading.kind === 'local') return undefined;
     if ([...this.handles.values()].some((other) => other.path === file.path && other.writable)) return undefined;
     const reading = file.reading;
-    const access = await this.cache.directAccess(reading.handle);
+    const access = await this.cache.directAccess(reading.handle, kind);
     // The file may have been written meanwhile: its handles then read the new data here.
     if (file.reading !== reading) return undefined;
     if (access && (kind === 'fast' || access.complete)) file.direct = kind;

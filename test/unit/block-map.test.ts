@@ -19,6 +19,11 @@ t.test('block map', async (t) => {
   t.throws(() => map.set(11), RangeError);
   const noisy = new BlockMap(3, Uint8Array.of(0xff));
   t.equal(noisy.count, 3, 'bits past the last block are ignored');
+  map.clear(4);
+  map.clear(4);
+  t.equal(map.count, 10, 'clearing twice counts once');
+  t.notOk(map.has(4) || map.complete, 'a cleared block is no longer there');
+  t.equal(map.liveBits[0], 0xef, 'and its bit is off for readers in other threads');
 });
 
 t.test('readahead grows on sequential reads and collapses on random ones', async (t) => {

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { CacheIndex } from '../../src/cache/cache-index';
@@ -216,4 +216,32 @@ t.test('a record that does not hold together is dropped, and its file deleted', 
   t.equal(second.cache.stats().entryCount, 0, 'the record is dropped');
   t.notOk(existsSync(path), 'its staging file is deleted as an orphan');
   await second.cache.close();
+});
+
+t.test('a file handed over whole gets its CRCs when first read; a block damaged later is dropped and fetched again', async (t) => {
+  const dir = t.testdir({});
+  const { store, cache } = await setup(t, { dir });
+  const { data, version } = await putObject(store, 'uploaded', 200 * KiB + 3);
+  const written = join(dir, 'written');
+  writeFileSync(written, data);
+  t.ok(cache.adoptFile(version, written, () => true), 'adopted');
+  t.same(await cache.scrub(version), { entries: 1, checked: 0, recorded: 4, bad: 0 }, 'a scrub records the CRCs the blocks lacked');
+  t.same(await cache.scrub(version), { entries: 1, checked: 4, recorded: 0, bad: 0 }, 'and checks them next time');
+  await cache.close();
+
+  const shard = readdirSync(join(dir, 'staged'))[0];
+  const staged = join(dir, 'staged', shard, readdirSync(join(dir, 'staged', shard))[0]);
+  const damaged = readFileSync(staged);
+  damaged[130 * KiB] ^= 1;
+  writeFileSync(staged, damaged);
+
+  const reopened = await setup(t, { dir, store });
+  const gets = store.getCount;
+  const handle = await reopened.cache.open(version);
+  t.same(await readAll(reopened.cache, handle, data.length), data, 'the bytes are the object’s: the CRCs were kept in the index');
+  t.equal(store.getCount, gets + 1, 'with one GET, of the damaged block');
+  t.equal(reopened.cache.stats().counters.badBlocks, 1, 'which is counted');
+  t.same(await reopened.cache.scrub(), { entries: 1, checked: 4, recorded: 0, bad: 0 }, 'the cache is sound again');
+  reopened.cache.release(handle);
+  await reopened.cache.close();
 });
