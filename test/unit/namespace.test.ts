@@ -170,3 +170,16 @@ t.test('a directory too large to list again is revalidated per name', async (t) 
   await namespace.lookup('/big/7');
   t.same(requests(store), { heads: before.heads + 1, lists: before.lists }, 'one HEAD');
 });
+
+t.test('a listing again shows objects deleted and added in the store since', async (t) => {
+  const { namespace, store, advance } = setup(['d/gone', 'd/stays'], 1000);
+  await namespace.readdir('/d');
+  await store.deleteMany(['d/gone']);
+  await store.put('d/new', Buffer.from('new'));
+  advance(1001);
+  await namespace.lookup('/d');
+  const lists = store.listCount;
+  await t.rejects(namespace.lookup('/d/gone'), { code: 'ENOENT' }, 'a deleted object is gone');
+  t.equal((await namespace.lookup('/d/new')).kind, 'file', 'an added one is found');
+  t.equal(store.listCount, lists + 1, 'by one listing');
+});
