@@ -93,6 +93,12 @@ export class Namespace {
   private readonly listings = new Map<string, Cached<Map<string, Node>>>();
   private readonly lookups = new SingleFlight<string, Node | null>();
   private readonly listingsInFlight = new SingleFlight<string, Map<string, Node>>();
+  /**
+   * Listings in flight, with what the mount changed in their directory meanwhile: the store may
+   * have answered before those changes, so they are applied to the listing; a directory
+   * forgotten meanwhile is not cached from it.
+   */
+  private readonly listingsUnderway = new Map<string, { changes: Map<string, Node | null>; forgotten: boolean }>();
   private readonly shadowWarned = new Set<string>();
   /** The mount root's attributes live here, never on the bucket (or prefix) itself. */
   private rootMetadata: Record<string, string> = {};
@@ -169,8 +175,8 @@ export class Namespace {
   /** Drops what is cached about `path` and its parent's listing, after the mount changed it. */
   forget(path: string): void {
     this.nodes.delete(path);
-    this.listings.delete(parentOf(path));
-    this.listings.delete(path);
+    this.forgetListing(parentOf(path));
+    this.forgetListing(path);
   }
 
   /** Forgets everything cached at or below `path`, and its parent's listing. */
@@ -181,7 +187,16 @@ export class Namespace {
         if (known === path || known.startsWith(below)) cached.delete(known);
       }
     }
-    this.listings.delete(parentOf(path));
+    for (const [listed, underway] of this.listingsUnderway) {
+      if (listed === path || listed.startsWith(below)) underway.forgotten = true;
+    }
+    this.forgetListing(parentOf(path));
+  }
+
+  private forgetListing(path: string): void {
+    this.listings.delete(path);
+    const underway = this.listingsUnderway.get(path);
+    if (underway) underway.forgotten = true;
   }
 
   /** Records a node the mount itself created or changed (its metadata included), so it is visible at once. */
@@ -190,13 +205,15 @@ export class Namespace {
     this.nodes.set(node.path, { value: node, fetchedAt: this.now() });
     const listing = this.listings.get(parentOf(node.path));
     if (listing) listing.value.set(baseName(node.path), node);
+    this.listingsUnderway.get(parentOf(node.path))?.changes.set(baseName(node.path), node);
   }
 
   /** Records that `path` no longer exists. */
   remove(path: string): void {
     this.nodes.set(path, { value: null, fetchedAt: this.now() });
     this.listings.get(parentOf(path))?.value.delete(baseName(path));
-    this.listings.delete(path);
+    this.listingsUnderway.get(parentOf(path))?.changes.set(baseName(path), null);
+    this.forgetListing(path);
   }
 
   fileNode(path: string, info: ObjectInfo): FileNode {
@@ -327,11 +344,23 @@ export class Namespace {
     const cached = this.listings.get(path);
     if (this.fresh(cached)) return Promise.resolve(cached.value);
     return this.listingsInFlight.run(path, async () => {
-      const children = await this.fetchListing(path);
-      const fetchedAt = this.now();
-      this.listings.set(path, { value: children, fetchedAt });
-      for (const child of children.values()) this.nodes.set(child.path, { value: child, fetchedAt });
-      return children;
+      const underway = { changes: new Map<string, Node | null>(), forgotten: false };
+      this.listingsUnderway.set(path, underway);
+      try {
+        const listed = await this.fetchListing(path);
+        for (const [name, node] of underway.changes) {
+          if (node) listed.set(name, node);
+          else listed.delete(name);
+        }
+        const children = underway.changes.size > 0 ? sortedByName(listed) : listed;
+        if (underway.forgotten) return children;
+        const fetchedAt = this.now();
+        this.listings.set(path, { value: children, fetchedAt });
+        for (const child of children.values()) this.nodes.set(child.path, { value: child, fetchedAt });
+        return children;
+      } finally {
+        this.listingsUnderway.delete(path);
+      }
     });
   }
 
@@ -370,7 +399,7 @@ export class Namespace {
     const listedAt = this.now();
     for (const child of children.values()) this.carryMetadata(child, listedAt);
     debug('listed %s: %d entries', path, children.size);
-    return new Map([...children].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    return sortedByName(children);
   }
 
   private showable(name: string, key: string): boolean {
@@ -389,4 +418,8 @@ export class Namespace {
 /** LastModified from a listing has milliseconds, from HEAD (an HTTP date) whole seconds. */
 function sameSecond(a: Date, b: Date): boolean {
   return Math.floor(a.getTime() / 1000) === Math.floor(b.getTime() / 1000);
+}
+
+function sortedByName(children: Map<string, Node>): Map<string, Node> {
+  return new Map([...children].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }

@@ -183,3 +183,30 @@ t.test('a listing again shows objects deleted and added in the store since', asy
   t.equal((await namespace.lookup('/d/new')).kind, 'file', 'an added one is found');
   t.equal(store.listCount, lists + 1, 'by one listing');
 });
+
+t.test('what the mount changes in a directory while it is being listed stays', async (t) => {
+  const { namespace, store, advance } = setup(['d/gone', 'd/old'], 1000);
+  await namespace.readdir('/d');
+  advance(1001);
+  await namespace.lookup('/d');
+  // The store answers the listing before the changes below, the mount sees the answer after them.
+  let answer = () => {};
+  const answered = new Promise<void>((resolve) => (answer = resolve));
+  const list = store.list.bind(store);
+  store.list = async (...args) => {
+    const page = await list(...args);
+    await answered;
+    return page;
+  };
+  const looking = namespace.lookup('/d/old');
+  await new Promise((resolve) => setImmediate(resolve));
+  await store.deleteMany(['d/gone']);
+  namespace.remove('/d/gone');
+  const info = await store.put('d/new', Buffer.from('new'), {});
+  namespace.remember(namespace.fileNode('/d/new', info));
+  answer();
+  await looking;
+  await t.rejects(namespace.lookup('/d/gone'), { code: 'ENOENT' }, 'a file removed meanwhile stays removed');
+  t.equal((await namespace.lookup('/d/new')).kind, 'file', 'a file made meanwhile is there');
+  t.same(await names(namespace, '/d'), ['new', 'old'], 'in the listing too');
+});
