@@ -5,9 +5,20 @@
  * shadowed and logged), as mountpoint-s3 does; keys that cannot be POSIX names are skipped.
  * s3fs's legacy "name_$folder$" objects are directories too.
  *
+ * A lookup costs one request in the common case: a HEAD of the key, and a LIST of "name/" (one
+ * key) only when that misses. Without a fresh listing of the parent, a name that is both an
+ * object and a prefix is the object to a lookup (finding the prefix too would cost a second
+ * request on every lookup); any listing of the parent shows the directory, as above.
+ *
+ * Once the TTL has run out, the entries of a directory the mount has listed are revalidated by
+ * listing it again (a few requests), not by a request per entry: a pass over a listed directory
+ * costs what its listing costs. A listed object whose ETag and LastModified are the ones known
+ * keeps its known metadata; one that changed is a new version (a new inode, a new staged file)
+ * whose metadata is read with HEAD when it is looked up, or when its directory is read.
+ *
  * A node's user metadata (its mode, owner and times) comes from HEAD: a listing carries none,
- * so the objects and directory markers a listing shows are HEADed at once, in parallel, unless
- * the mount learned their metadata within the TTL (a listing never replaces what it knows).
+ * so readdir HEADs, some at once, the entries whose metadata it does not know (a listing never
+ * replaces what it knows).
  */
 import createDebug from 'debug';
 import { FsError } from '../errors';
@@ -20,6 +31,12 @@ const debug = createDebug('stagefs:namespace');
 
 /** HEADs in flight at once for the metadata of a listing's entries. */
 const HEADS_IN_FLIGHT = 32;
+/**
+ * The largest directory revalidated by listing it again when a lookup finds its entries expired
+ * (20 pages of 1,000 keys): someone listed it, so a pass over it is likely, and its listing costs
+ * less than a HEAD per entry. A larger one is revalidated one HEAD per name looked up.
+ */
+const RELIST_MAX_ENTRIES = 20_000;
 /** The suffix of s3fs's legacy directory objects. */
 const LEGACY_DIR_SUFFIX = '_$folder$';
 
@@ -76,6 +93,12 @@ export class Namespace {
   private readonly listings = new Map<string, Cached<Map<string, Node>>>();
   private readonly lookups = new SingleFlight<string, Node | null>();
   private readonly listingsInFlight = new SingleFlight<string, Map<string, Node>>();
+  /**
+   * Listings in flight, with what the mount changed in their directory meanwhile: the store may
+   * have answered before those changes, so they are applied to the listing; a directory
+   * forgotten meanwhile is not cached from it.
+   */
+  private readonly listingsUnderway = new Map<string, { changes: Map<string, Node | null>; forgotten: boolean }>();
   private readonly shadowWarned = new Set<string>();
   /** The mount root's attributes live here, never on the bucket (or prefix) itself. */
   private rootMetadata: Record<string, string> = {};
@@ -151,15 +174,16 @@ export class Namespace {
   async readdir(path: string): Promise<Node[]> {
     const dir = await this.lookup(path);
     if (dir.kind !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
-    const children = await this.listing(path);
-    return [...children.values()];
+    const children = [...(await this.listing(path)).values()];
+    await this.fillMetadata(children);
+    return children;
   }
 
   /** Drops what is cached about `path` and its parent's listing, after the mount changed it. */
   forget(path: string): void {
     this.nodes.delete(path);
-    this.listings.delete(parentOf(path));
-    this.listings.delete(path);
+    this.forgetListing(parentOf(path));
+    this.forgetListing(path);
   }
 
   /** Forgets everything cached at or below `path`, and its parent's listing. */
@@ -170,7 +194,16 @@ export class Namespace {
         if (known === path || known.startsWith(below)) cached.delete(known);
       }
     }
-    this.listings.delete(parentOf(path));
+    for (const [listed, underway] of this.listingsUnderway) {
+      if (listed === path || listed.startsWith(below)) underway.forgotten = true;
+    }
+    this.forgetListing(parentOf(path));
+  }
+
+  private forgetListing(path: string): void {
+    this.listings.delete(path);
+    const underway = this.listingsUnderway.get(path);
+    if (underway) underway.forgotten = true;
   }
 
   /** Records a node the mount itself created or changed (its metadata included), so it is visible at once. */
@@ -179,13 +212,15 @@ export class Namespace {
     this.nodes.set(node.path, { value: node, fetchedAt: this.now() });
     const listing = this.listings.get(parentOf(node.path));
     if (listing) listing.value.set(baseName(node.path), node);
+    this.listingsUnderway.get(parentOf(node.path))?.changes.set(baseName(node.path), node);
   }
 
   /** Records that `path` no longer exists. */
   remove(path: string): void {
     this.nodes.set(path, { value: null, fetchedAt: this.now() });
     this.listings.get(parentOf(path))?.value.delete(baseName(path));
-    this.listings.delete(path);
+    this.listingsUnderway.get(parentOf(path))?.changes.set(baseName(path), null);
+    this.forgetListing(path);
   }
 
   fileNode(path: string, info: ObjectInfo): FileNode {
@@ -211,17 +246,38 @@ export class Namespace {
 
   private async lookupOrNull(path: string): Promise<Node | null> {
     const cached = this.nodes.get(path);
-    if (this.fresh(cached)) return cached.value;
-    const parentListing = this.listings.get(parentOf(path));
-    if (this.fresh(parentListing)) {
-      const listed = parentListing.value.get(baseName(path));
-      if (!listed || this.metadataFresh(listed)) return listed ?? null;
-    }
+    // A listing may have shown a node without its metadata (a new version): that is read below.
+    if (this.fresh(cached) && (cached.value === null || this.metadataFresh(cached.value))) return cached.value;
+    const parent = parentOf(path);
+    const parentListing = this.listings.get(parent);
+    // A listed directory whose listing expired is listed again: all its entries at once.
+    const relist = parentListing !== undefined && parentListing.value.size <= RELIST_MAX_ENTRIES;
+    const children = this.fresh(parentListing) ? parentListing.value : relist ? await this.listing(parent) : undefined;
+    const listed = children?.get(baseName(path));
+    if (children && (!listed || this.metadataFresh(listed))) return listed ?? null;
     return this.lookups.run(path, async () => {
-      const node = await this.fetchNode(path);
+      const node = listed ? await this.completeListed(listed) : await this.fetchNode(path);
       this.nodes.set(path, { value: node, fetchedAt: this.now() });
       return node;
     });
+  }
+
+  /**
+   * A node a fresh listing shows, with the metadata the listing lacks: one HEAD, of the object or
+   * of the directory's marker (none there: an implicit directory, no metadata).
+   */
+  private async completeListed(listed: Node): Promise<Node | null> {
+    if (listed.kind === 'dir') {
+      await this.fillMetadata([listed]);
+      return listed;
+    }
+    const info = await this.store.head(listed.key);
+    if (!info) return this.fetchNode(listed.path); // gone since the listing, or a directory now
+    const node = info.etag === listed.etag ? listed : this.fileNode(listed.path, info);
+    node.metadata = info.metadata ?? {};
+    node.metadataAt = this.now();
+    if (node !== listed) this.listings.get(parentOf(node.path))?.value.set(baseName(node.path), node);
+    return node;
   }
 
   private metadataFresh(node: Node): boolean {
@@ -244,16 +300,28 @@ export class Namespace {
     await Promise.all(Array.from({ length: Math.min(HEADS_IN_FLIGHT, missing.length) }, worker));
   }
 
-  /** What the mount knew of `node`'s metadata, when it is still about the same object (same version). */
-  private carryMetadata(node: Node): void {
+  /**
+   * What the mount knew of `node`'s metadata, when it is still about the same object. A listed
+   * object with the known ETag and LastModified is the version whose metadata the mount knows
+   * (a copy onto itself that changes only metadata keeps the ETag but not LastModified), so the
+   * listing confirms it however old. A directory's marker is not in its parent's listing: its
+   * metadata is kept only within the TTL.
+   */
+  private carryMetadata(node: Node, listedAt: number): void {
     const known = this.nodes.get(node.path)?.value;
-    if (!known || known.kind !== node.kind || !this.metadataFresh(known)) return;
-    if (known.kind === 'file' && node.kind === 'file' && known.etag !== node.etag) return;
+    if (!known || known.kind !== node.kind || known.metadata === undefined) return;
+    if (known.kind === 'file' && node.kind === 'file') {
+      if (known.etag !== node.etag || !sameSecond(known.mtime, node.mtime)) return;
+      node.metadata = known.metadata;
+      node.metadataAt = listedAt;
+      return;
+    }
+    if (!this.metadataFresh(known)) return;
     node.metadata = known.metadata;
     node.metadataAt = known.metadataAt;
   }
 
-  /** HEAD the key and probe the prefix at once; the directory wins when both exist. */
+  /** HEAD the key; only when no object has it, probe for the directory with one LIST of its prefix. */
   private async fetchNode(path: string): Promise<Node | null> {
     const parent = parentOf(path);
     if (parent !== '/') {
@@ -262,24 +330,20 @@ export class Namespace {
       if (parentNode.kind !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${parent}`);
     }
     const key = keyOf(this.prefix, path);
-    const [info, children] = await Promise.all([
-      this.store.head(key),
-      this.store.list(key + '/', { maxKeys: 1 }),
-    ]);
-    const isDir = children.objects.length > 0 || children.prefixes.length > 0;
-    if (isDir) {
-      if (info) this.warnShadowed(key);
-      const node = this.dirNode(path);
-      // The marker object, when there is one, comes first in the listing of its prefix.
-      if (children.objects[0]?.key === key + '/') await this.fillMetadata([node]);
-      else node.metadata = {};
+    const info = await this.store.head(key);
+    if (info) {
+      const node = this.fileNode(path, info);
       node.metadataAt = this.now();
+      node.metadata ??= {};
       return node;
     }
-    if (!info) return null;
-    const node = this.fileNode(path, info);
+    const children = await this.store.list(key + '/', { maxKeys: 1 });
+    if (children.objects.length === 0 && children.prefixes.length === 0) return null;
+    const node = this.dirNode(path);
+    // The marker object, when there is one, comes first in the listing of its prefix.
+    if (children.objects[0]?.key === key + '/') await this.fillMetadata([node]);
+    else node.metadata = {};
     node.metadataAt = this.now();
-    node.metadata ??= {};
     return node;
   }
 
@@ -287,11 +351,23 @@ export class Namespace {
     const cached = this.listings.get(path);
     if (this.fresh(cached)) return Promise.resolve(cached.value);
     return this.listingsInFlight.run(path, async () => {
-      const children = await this.fetchListing(path);
-      const fetchedAt = this.now();
-      this.listings.set(path, { value: children, fetchedAt });
-      for (const child of children.values()) this.nodes.set(child.path, { value: child, fetchedAt });
-      return children;
+      const underway = { changes: new Map<string, Node | null>(), forgotten: false };
+      this.listingsUnderway.set(path, underway);
+      try {
+        const listed = await this.fetchListing(path);
+        for (const [name, node] of underway.changes) {
+          if (node) listed.set(name, node);
+          else listed.delete(name);
+        }
+        const children = underway.changes.size > 0 ? sortedByName(listed) : listed;
+        if (underway.forgotten) return children;
+        const fetchedAt = this.now();
+        this.listings.set(path, { value: children, fetchedAt });
+        for (const child of children.values()) this.nodes.set(child.path, { value: child, fetchedAt });
+        return children;
+      } finally {
+        this.listingsUnderway.delete(path);
+      }
     });
   }
 
@@ -327,10 +403,10 @@ export class Namespace {
       }
       children.set(name, this.fileNode(joinPath(path, name), info));
     }
-    for (const child of children.values()) this.carryMetadata(child);
-    await this.fillMetadata([...children.values()]);
+    const listedAt = this.now();
+    for (const child of children.values()) this.carryMetadata(child, listedAt);
     debug('listed %s: %d entries', path, children.size);
-    return new Map([...children].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    return sortedByName(children);
   }
 
   private showable(name: string, key: string): boolean {
@@ -344,4 +420,13 @@ export class Namespace {
     this.shadowWarned.add(key);
     debug('object %j is hidden by the directory of the same name', key);
   }
+}
+
+/** LastModified from a listing has milliseconds, from HEAD (an HTTP date) whole seconds. */
+function sameSecond(a: Date, b: Date): boolean {
+  return Math.floor(a.getTime() / 1000) === Math.floor(b.getTime() / 1000);
+}
+
+function sortedByName(children: Map<string, Node>): Map<string, Node> {
+  return new Map([...children].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }

@@ -1,7 +1,7 @@
 /**
  * An in-memory ObjectStore for unit tests of pure logic (namespace, cache bookkeeping). Mount
- * tests use the real S3 server instead. It lists like S3 (sorted keys, delimiter, pages) and
- * counts the GETs it serves.
+ * tests use the real S3 server instead. It lists like S3 (sorted keys, delimiter, pages, no user
+ * metadata) and counts the requests it serves.
  */
 import { createHash } from 'node:crypto';
 import { StoreError } from '../../src/errors';
@@ -107,7 +107,7 @@ export class MemoryStore implements ObjectStore {
         break;
       }
       if (cut >= 0) page.prefixes.push(name);
-      else page.objects.push(this.objects.get(key)!.info);
+      else page.objects.push(listedInfo(this.objects.get(key)!.info));
       last = name;
     }
     return page;
@@ -131,4 +131,9 @@ export class MemoryStore implements ObjectStore {
       for (let offset = 0; offset < bytes.length; offset += 7919) yield bytes.subarray(offset, offset + 7919);
     })();
   }
+}
+
+/** What a listing tells of an object: as S3, no user metadata. */
+function listedInfo(info: ObjectInfo): ObjectInfo {
+  return { key: info.key, size: info.size, etag: info.etag, mtime: info.mtime };
 }
