@@ -50,8 +50,8 @@ export interface MountConfig {
   store: StoreConfig;
   cache: CacheConfig;
   /**
-   * Where this mount's durable state belongs (written data not uploaded yet), apart from the
-   * cache, which may be wiped. Nothing is kept there yet: the write path still uses the cache dir.
+   * Where this mount's durable state belongs (written data not uploaded yet, in `pending/`),
+   * apart from the cache, which may be wiped.
    */
   stateDir: string;
   mountpoint: string;
