@@ -31,6 +31,8 @@ const warn = createDebug('stagefs:warn');
 export interface DirEntry {
   name: string;
   attr: Attr;
+  /** Attributes from a listing alone: the node's metadata (its mode, owner, type) is still unread. */
+  partial: boolean;
 }
 
 export interface FsStats {
@@ -169,13 +171,17 @@ export class Filesystem {
   }
 
   async readdir(path: string): Promise<DirEntry[]> {
-    const entries = new Map<string, Attr>();
-    for (const node of await this.namespace.readdir(path)) entries.set(baseName(node.path), nodeAttr(node, this.owner));
+    const entries = new Map<string, DirEntry>();
+    for (const node of await this.namespace.readdir(path)) {
+      const name = baseName(node.path);
+      entries.set(name, { name, attr: nodeAttr(node, this.owner), partial: !this.namespace.metadataKnown(node) });
+    }
     // Files being written here are not in the store's listing yet, or not as they are now.
     for (const local of this.writes.files()) {
-      if (parentOf(local.path) === path) entries.set(baseName(local.path), this.localAttr(local));
+      const name = baseName(local.path);
+      if (parentOf(local.path) === path) entries.set(name, { name, attr: this.localAttr(local), partial: false });
     }
-    return [...entries].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([name, attr]) => ({ name, attr }));
+    return [...entries.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   async open(path: string, flags: number): Promise<number> {

@@ -17,6 +17,7 @@ import { mountAt } from '../daemon/mount-table';
 import { Deferred } from '../util/deferred';
 import { abortConnection, fuseDeviceFds, watchDeviceClose } from './connection';
 import { RequestCounts, type Engine, type EngineOptions, type EngineStats } from './engine';
+import { direntType } from './kernel-protocol';
 import { logFailure } from './log';
 
 const warn = createDebug('stagefs:warn');
@@ -147,7 +148,8 @@ export class FuseNativeEngine implements Engine {
       getattr: (path: string, cb: Reply) => this.call('getattr', path, cb, () => this.getattr(path), (attr) => cb(0, toStat(attr))),
       readdir: (path: string, cb: Reply) =>
         this.call('readdir', path, cb, () => fs.readdir(path), (entries) =>
-          cb(0, entries.map((e) => e.name), entries.map((e) => toStat(e.attr))),
+          // libfuse takes d_type from the mode's type bits: none where the type is not known yet.
+          cb(0, entries.map((e) => e.name), entries.map((e) => toStat({ ...e.attr, mode: (direntType(e.attr, e.partial) << 12) | (e.attr.mode & 0o7777) }))),
         ),
       open: (path: string, flags: number, cb: Reply) => this.call('open', path, cb, () => fs.open(path, flags), (fh) => cb(0, fh)),
       read: (path: string, fh: number, buffer: Buffer, length: number, position: number, cb: Reply) =>

@@ -2,6 +2,7 @@
  * The FUSE kernel protocol's messages, as the native engine hands them to JavaScript: request
  * parsing and reply encoding (little-endian, 64-bit Linux layouts of <linux/fuse.h>).
  */
+import { constants } from 'node:fs';
 import type { Attr, FsStats } from '../fs/filesystem';
 
 export const Op = {
@@ -269,9 +270,21 @@ export function statfsOut(stats: FsStats): Buffer {
 export interface DirectoryEntry {
   name: string;
   attr: Attr;
+  /**
+   * Attributes from a listing alone (the node's metadata unread): READDIRPLUS gives no entry for
+   * it, so the kernel looks it up when it needs it, and a non-directory's type is left unknown
+   * (a symbolic link is told apart only by its metadata).
+   */
+  partial?: boolean;
 }
 
 const align8 = (n: number) => (n + 7) & ~7;
+
+/** d_type of an entry: DT_UNKNOWN (0) for a non-directory whose type is not known yet. */
+export function direntType(attr: Attr, partial: boolean | undefined): number {
+  const type = (attr.mode >>> 12) & 0xf;
+  return partial && type !== constants.S_IFDIR >>> 12 ? 0 : type;
+}
 
 /**
  * Packs directory entries from index `start` into at most `size` bytes, as READDIR (plain) or
@@ -289,17 +302,17 @@ export function packDirectory(
   const parts: Buffer[] = [];
   let used = 0;
   for (let index = start; index < entries.length; index++) {
-    const { name, attr } = entries[index];
+    const { name, attr, partial } = entries[index];
     const nameBytes = Buffer.from(name, 'utf8');
     const direntAt = plus ? ENTRY_OUT_SIZE : 0;
     const length = align8(direntAt + DIRENT_HEADER_SIZE + nameBytes.length);
     if (used + length > size) break;
     const part = Buffer.alloc(length);
-    if (plus) writeEntry(part, 0, name === '.' || name === '..' ? undefined : attr, validSeconds, generations);
+    if (plus) writeEntry(part, 0, name === '.' || name === '..' || partial ? undefined : attr, validSeconds, generations);
     part.writeBigUInt64LE(BigInt(attr.ino), direntAt);
     part.writeBigUInt64LE(BigInt(index + 1), direntAt + 8);
     part.writeUInt32LE(nameBytes.length, direntAt + 16);
-    part.writeUInt32LE((attr.mode >>> 12) & 0xf, direntAt + 20);
+    part.writeUInt32LE(direntType(attr, partial), direntAt + 20);
     nameBytes.copy(part, direntAt + DIRENT_HEADER_SIZE);
     parts.push(part);
     used += length;

@@ -14,14 +14,15 @@
  * listing it again (a few requests), not by a request per entry: a pass over a listed directory
  * costs what its listing costs. A listed object whose ETag and LastModified are the ones known
  * keeps its known metadata; one that changed is a new version (a new inode, a new staged file)
- * whose metadata is read with HEAD when it is looked up, or when its directory is read.
+ * whose metadata is read with HEAD when it is looked up.
  *
- * A node's user metadata (its mode, owner and times) comes from HEAD: a listing carries none,
- * so readdir HEADs, some at once, the entries whose metadata it does not know (a listing never
- * replaces what it knows).
+ * A node's user metadata (its mode, owner and times) comes from HEAD: a listing carries none
+ * (and never replaces what the mount knows). A listing is answered without it, so `ls` of a large
+ * directory costs its listing alone; a lookup of a listed node reads its metadata with a HEAD,
+ * and those of the entries after it at once, ahead of the stats that follow (`ls -l`).
  */
 import createDebug from 'debug';
-import { FsError } from '../errors';
+import { errorMessage, FsError } from '../errors';
 import type { ObjectInfo, ObjectStore } from '../store/object-store';
 import { SingleFlight } from '../util/single-flight';
 import { InodeTable, ROOT_INO } from './inode-table';
@@ -29,8 +30,8 @@ import { baseName, checkPath, dirPrefixOf, isShowableName, joinPath, keyOf, pare
 
 const debug = createDebug('stagefs:namespace');
 
-/** HEADs in flight at once for the metadata of a listing's entries. */
-const HEADS_IN_FLIGHT = 32;
+/** Entries after a looked-up one whose metadata is read at once, ahead of the lookups that follow. */
+const STAT_AHEAD = 32;
 /**
  * The largest directory revalidated by listing it again when a lookup finds its entries expired
  * (20 pages of 1,000 keys): someone listed it, so a pass over it is likely, and its listing costs
@@ -93,6 +94,10 @@ export class Namespace {
   private readonly listings = new Map<string, Cached<Map<string, Node>>>();
   private readonly lookups = new SingleFlight<string, Node | null>();
   private readonly listingsInFlight = new SingleFlight<string, Map<string, Node>>();
+  /** HEADs under way for nodes' metadata, so a lookup joins the one read ahead for it. */
+  private readonly metadataReads = new Map<Node, Promise<void>>();
+  /** Each cached listing's nodes in order, to find the entries after a looked-up one. */
+  private readonly listingOrder = new WeakMap<Map<string, Node>, { nodes: Node[]; index: Map<string, number> }>();
   /**
    * Listings in flight, with what the mount changed in their directory meanwhile: the store may
    * have answered before those changes, so they are applied to the listing; a directory
@@ -174,9 +179,12 @@ export class Namespace {
   async readdir(path: string): Promise<Node[]> {
     const dir = await this.lookup(path);
     if (dir.kind !== 'dir') throw new FsError('ENOTDIR', `not a directory: ${path}`);
-    const children = [...(await this.listing(path)).values()];
-    await this.fillMetadata(children);
-    return children;
+    return [...(await this.listing(path)).values()];
+  }
+
+  /** Whether the mount knows `node`'s metadata: not so for a node known only from a listing. */
+  metadataKnown(node: Node): boolean {
+    return this.metadataFresh(node);
   }
 
   /** Drops what is cached about `path` and its parent's listing, after the mount changed it. */
@@ -255,6 +263,7 @@ export class Namespace {
     const children = this.fresh(parentListing) ? parentListing.value : relist ? await this.listing(parent) : undefined;
     const listed = children?.get(baseName(path));
     if (children && (!listed || this.metadataFresh(listed))) return listed ?? null;
+    if (children && listed) this.readAhead(children, baseName(path));
     return this.lookups.run(path, async () => {
       const node = listed ? await this.completeListed(listed) : await this.fetchNode(path);
       this.nodes.set(path, { value: node, fetchedAt: this.now() });
@@ -271,6 +280,8 @@ export class Namespace {
       await this.fillMetadata([listed]);
       return listed;
     }
+    await this.metadataReads.get(listed);
+    if (this.metadataFresh(listed)) return listed;
     const info = await this.store.head(listed.key);
     if (!info) return this.fetchNode(listed.path); // gone since the listing, or a directory now
     const node = info.etag === listed.etag ? listed : this.fileNode(listed.path, info);
@@ -284,20 +295,41 @@ export class Namespace {
     return node.metadata !== undefined && node.metadataAt !== undefined && this.now() - node.metadataAt < this.ttlMs;
   }
 
-  /** Reads the metadata of the nodes that lack it (or hold it past the TTL) with HEADs, some at once. */
+  /** Reads the metadata of the nodes that lack it (or hold it past the TTL). */
   private async fillMetadata(nodes: Node[]): Promise<void> {
-    const missing = nodes.filter((node) => !this.metadataFresh(node));
-    let next = 0;
-    const worker = async () => {
-      while (next < missing.length) {
-        const node = missing[next++];
-        const info = await this.store.head(node.kind === 'file' ? node.key : dirPrefixOf(this.prefix, node.path));
-        // An object gone since the listing keeps the listing's word until the next one.
-        node.metadata = info?.metadata ?? {};
-        node.metadataAt = this.now();
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(HEADS_IN_FLIGHT, missing.length) }, worker));
+    await Promise.all(nodes.filter((node) => !this.metadataFresh(node)).map((node) => this.readMetadata(node)));
+  }
+
+  /** One HEAD for `node`'s metadata, shared by everyone who asks while it is under way. */
+  private readMetadata(node: Node): Promise<void> {
+    const underway = this.metadataReads.get(node);
+    if (underway) return underway;
+    const read = (async () => {
+      const info = await this.store.head(node.kind === 'file' ? node.key : dirPrefixOf(this.prefix, node.path));
+      // Another version than the one listed: its metadata is not this node's (its lookup reads it).
+      if (node.kind === 'file' && info && info.etag !== node.etag) return;
+      // An object gone since the listing keeps the listing's word until the next one.
+      node.metadata = info?.metadata ?? {};
+      node.metadataAt = this.now();
+    })().finally(() => this.metadataReads.delete(node));
+    this.metadataReads.set(node, read);
+    return read;
+  }
+
+  /** Starts reading the metadata of the entries listed after `name`, which `ls -l` stats next. */
+  private readAhead(children: Map<string, Node>, name: string): void {
+    let order = this.listingOrder.get(children);
+    if (!order) {
+      const nodes = [...children.values()];
+      order = { nodes, index: new Map(nodes.map((node, i) => [baseName(node.path), i])) };
+      this.listingOrder.set(children, order);
+    }
+    const at = order.index.get(name);
+    if (at === undefined) return;
+    for (const node of order.nodes.slice(at + 1, at + 1 + STAT_AHEAD)) {
+      if (this.metadataFresh(node) || this.metadataReads.has(node)) continue;
+      this.readMetadata(node).catch((err) => debug('reading the metadata of %s ahead: %s', node.path, errorMessage(err)));
+    }
   }
 
   /**

@@ -133,11 +133,22 @@ async function main(): Promise<void> {
   const logPath = values['request-log'];
   if (logPath) {
     const fd = openSync(logPath, 'a');
-    server.httpServer.on('request', (req, res) => {
-      res.on('close', () => {
+    // A request is logged as its response ends, before the client can see it whole, so a client
+    // that has its answer finds the request in the log; one cut off is logged when it closes.
+    server.httpServer.prependListener('request', (req, res) => {
+      let logged = false;
+      const log = () => {
+        if (logged) return;
+        logged = true;
         const line: RequestLogLine = { method: req.method ?? '', url: req.url ?? '', range: req.headers.range, status: res.statusCode };
         writeSync(fd, JSON.stringify(line) + '\n');
-      });
+      };
+      const end = res.end.bind(res) as (...args: unknown[]) => typeof res;
+      res.end = ((...args: unknown[]) => {
+        log();
+        return end(...args);
+      }) as typeof res.end;
+      res.on('close', log);
     });
     process.on('exit', () => closeSync(fd));
   }

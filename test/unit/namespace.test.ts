@@ -89,14 +89,15 @@ t.test('a lookup costs one request, a LIST only when HEAD misses', async (t) => 
   t.same(requests(store), { heads: 5, lists: 3 }, 'a missing name: HEAD and LIST');
 });
 
-t.test('a name in a fresh listing costs no request', async (t) => {
+t.test('a name in a fresh listing costs no LIST, only the HEADs of metadata, each once', async (t) => {
   const { namespace, store } = setup(['d/a', 'd/b', 'd/sub/c']);
   await namespace.readdir('/d');
   const before = requests(store);
   t.equal((await namespace.lookup('/d/a')).kind, 'file');
   t.equal((await namespace.lookup('/d/sub')).kind, 'dir');
   await t.rejects(namespace.lookup('/d/none'), { code: 'ENOENT' });
-  t.same(requests(store), before);
+  t.equal((await namespace.lookup('/d/b')).kind, 'file');
+  t.same(requests(store), { lists: before.lists, heads: before.heads + 3 }, 'a, b and the marker of sub: the first lookup read the others ahead');
 });
 
 t.test('expired entries of a listed directory are revalidated by one listing of it', async (t) => {
@@ -138,26 +139,46 @@ t.test('after the TTL, a replaced object is a new version and its metadata is re
   t.not(changed.etag, old.etag, 'the new ETag');
   t.not(changed.ino, old.ino, 'a new inode');
   t.same(changed.metadata, { mode: '0100640' }, "the new version's metadata");
-  t.equal(store.headCount, heads + 1, 'read with one HEAD');
+  t.equal(store.headCount, heads + 2, 'read with one HEAD, and that of the entry after it ahead of its lookup');
   t.same((await namespace.lookup('/d/chmodded')).metadata, { mode: '0100755' }, 'metadata changed in place is read again');
-  t.equal(store.headCount, heads + 2);
+  t.equal(store.headCount, heads + 2, 'by that HEAD');
   t.equal((await namespace.lookup('/d/same')).ino, same.ino, 'an unchanged object keeps its inode');
   t.equal(store.headCount, heads + 2, 'without a HEAD');
   const listed = await namespace.readdir('/d');
   t.same(listed.map((n) => n.ino), [changed.ino, (await namespace.lookup('/d/chmodded')).ino, same.ino], 'the listing shows the same nodes');
 });
 
-t.test('readdir reads the metadata a revalidating listing could not confirm', async (t) => {
+t.test('a listing shows an entry it could not confirm without metadata; its lookup reads it with one HEAD', async (t) => {
   const { namespace, store, advance } = setup(['d/a', 'd/b'], 1000);
   await namespace.readdir('/d');
+  await namespace.lookup('/d/a');
+  await namespace.lookup('/d/b');
   await store.put('d/b', Buffer.from('other'), { mode: '0100600' });
   advance(1001);
   await namespace.lookup('/d');
-  await namespace.lookup('/d/a');
   const heads = store.headCount;
   const listed = await namespace.readdir('/d');
-  t.same(listed.map((n) => n.metadata), [{}, { mode: '0100600' }]);
-  t.equal(store.headCount, heads + 1, 'one HEAD, for the changed entry');
+  t.same(listed.map((n) => namespace.metadataKnown(n)), [true, false], 'the changed entry is not known from the listing');
+  t.equal(store.headCount, heads, 'and the listing reads no metadata');
+  t.same((await namespace.lookup('/d/b')).metadata, { mode: '0100600' }, 'its lookup does');
+  t.equal(store.headCount, heads + 1, 'with one HEAD');
+});
+
+t.test('a listing costs no HEAD; lookups of its entries in order read the metadata ahead, once each', async (t) => {
+  const keys = Array.from({ length: 100 }, (_, i) => `big/f${String(i).padStart(3, '0')}`);
+  const { namespace, store } = setup(keys);
+  await namespace.lookup('/big');
+  const before = store.headCount;
+  const listed = await namespace.readdir('/big');
+  t.equal(listed.length, 100, 'all listed');
+  t.equal(store.headCount, before, 'without a HEAD');
+  t.notOk(listed.some((node) => namespace.metadataKnown(node)), 'so no metadata is known yet');
+  const first = await namespace.lookup('/big/f000');
+  t.same(first.metadata, {}, 'a lookup reads it');
+  t.ok(store.headCount > 1, 'and that of the entries after it at once');
+  for (const key of keys) await namespace.lookup(`/${key}`);
+  t.ok(listed.every((node) => namespace.metadataKnown(node)), 'every entry looked up has its metadata');
+  t.equal(store.headCount, before + 100, 'one HEAD per entry, none twice');
 });
 
 t.test('a directory too large to list again is revalidated per name', async (t) => {
