@@ -276,13 +276,20 @@ export class Namespace {
    * of the directory's marker (none there: an implicit directory, no metadata).
    */
   private async completeListed(listed: Node): Promise<Node | null> {
-    if (listed.kind === 'dir') {
-      await this.fillMetadata([listed]);
+    let info: ObjectInfo | undefined;
+    try {
+      if (listed.kind === 'dir') {
+        await this.fillMetadata([listed]);
+        return listed;
+      }
+      await this.metadataReads.get(listed);
+      if (this.metadataFresh(listed)) return listed;
+      info = await this.store.head(listed.key);
+    } catch (err) {
+      // The store cannot be asked now: the fresh listing still answers, with default attributes.
+      debug('the metadata of %s is unreadable, answering from the listing: %s', listed.path, errorMessage(err));
       return listed;
     }
-    await this.metadataReads.get(listed);
-    if (this.metadataFresh(listed)) return listed;
-    const info = await this.store.head(listed.key);
     if (!info) return this.fetchNode(listed.path); // gone since the listing, or a directory now
     const node = info.etag === listed.etag ? listed : this.fileNode(listed.path, info);
     node.metadata = info.metadata ?? {};
