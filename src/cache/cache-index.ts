@@ -47,7 +47,7 @@ export interface LegacyWriteRecord {
   metadata?: Record<string, string>;
 }
 
-export const COUNTER_NAMES = ['hits', 'misses', 'bytesFetched', 'evictions', 'bypassedReads', 'badBlocks'] as const;
+export const COUNTER_NAMES = ['hits', 'misses', 'bytesFetched', 'evictions', 'bypassedReads', 'badBlocks', 'checksumMismatches'] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 export type Counters = Record<CounterName, number>;
 
@@ -61,7 +61,7 @@ export interface SpaceRecord {
 }
 
 export function zeroCounters(): Counters {
-  return { hits: 0, misses: 0, bytesFetched: 0, evictions: 0, bypassedReads: 0, badBlocks: 0 };
+  return { hits: 0, misses: 0, bytesFetched: 0, evictions: 0, bypassedReads: 0, badBlocks: 0, checksumMismatches: 0 };
 }
 
 /**

@@ -18,6 +18,7 @@ import { type CacheIndex, COUNTER_NAMES, type CounterName, type Counters, zeroCo
 import { Evictor } from './evictor';
 import { Fetcher, NoCacheSpace } from './fetcher';
 import { openSoundIndex, sealIndex } from './index-health';
+import { ObjectDigests } from './object-digests';
 import { Readahead } from './readahead';
 import { reconcile } from './reconcile';
 import { SpaceLedger, type Reservation } from './space-ledger';
@@ -109,6 +110,7 @@ export class StagingCache {
   private readonly bypassBudget = new MemoryBudget(BYPASS_MEMORY_BYTES);
   private readonly disk: DiskSpace;
   private readonly checker = new BlockChecker();
+  private readonly digests: ObjectDigests;
   /** Written files an older index kept among the entries, until the write path takes them. */
   private legacy: Array<{ record: LegacyWriteRecord; path: string }> = [];
   private readaheadFetches = 0;
@@ -127,9 +129,13 @@ export class StagingCache {
     this.disk = new DiskSpace(config.dir);
     this.fetcher = new Fetcher(store, files, {
       reserve: (bytes) => this.reserve(bytes),
-      staged: (object) => this.changed.add(object),
+      staged: (object) => {
+        this.changed.add(object);
+        this.digests.advance(object);
+      },
       fetched: (bytes) => this.count('bytesFetched', bytes),
     });
+    this.digests = new ObjectDigests(files, { mismatch: (object) => this.dropStaged(object) });
     this.evictor = new Evictor({
       config,
       ledger,
@@ -439,6 +445,7 @@ export class StagingCache {
     await this.flushing;
     await this.flush();
     await Promise.all([...this.entries.values()].map((object) => object.closeFile()));
+    await this.digests.close();
     await this.index.close();
     sealIndex(this.config.dir);
   }
@@ -591,6 +598,13 @@ export class StagingCache {
     return verdict;
   }
 
+  /** Every staged block of `object` goes: its bytes, taken together, are not the object's. */
+  private dropStaged(object: StagedObject): void {
+    for (let block = 0; block < object.blocks.blockCount; block++) this.ledger.adjustStaged(-object.unstage(block));
+    this.changed.add(object);
+    this.count('checksumMismatches', 1);
+  }
+
   private async readStaged(object: StagedObject, buffer: Buffer, position: number, end: number): Promise<number> {
     const file = await object.openFile(this.files);
     // Staged bytes are local and usually in the page cache: a synchronous pread costs less than
@@ -647,6 +661,7 @@ export class StagingCache {
    */
   private evict(object: StagedObject, reason: string): void {
     object.removed = true;
+    this.digests.forget(object);
     this.unlist(object);
     this.changed.delete(object);
     this.ledger.adjustStaged(-object.stagedBytes);

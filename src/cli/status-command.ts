@@ -31,7 +31,7 @@ export interface StatusReport {
   entryCount: number;
   /** Files written through the mount and not uploaded yet, with the last upload error of each. */
   pendingUploads: { count: number; bytes: number; files: PendingWrite[] };
-  counters: { hits: number; misses: number; bytesFetched: number; evictions: number; bypassedReads: number; badBlocks: number };
+  counters: { hits: number; misses: number; bytesFetched: number; evictions: number; bypassedReads: number; badBlocks: number; checksumMismatches: number };
   entries: Array<{
     key: string;
     size: number;
@@ -135,7 +135,8 @@ function printStatus(report: StatusReport): void {
     `entries    ${report.entryCount}`,
     `pending    ${report.pendingUploads.count} uploads (${formatBytes(report.pendingUploads.bytes)})`,
     `hits ${counters.hits}   misses ${counters.misses}   fetched ${formatBytes(counters.bytesFetched)}   ` +
-      `evictions ${counters.evictions}   bypassed reads ${counters.bypassedReads}   bad blocks ${counters.badBlocks}`,
+      `evictions ${counters.evictions}   bypassed reads ${counters.bypassedReads}`,
+    `checks     bad blocks ${counters.badBlocks}   objects not matching their ETag ${counters.checksumMismatches}`,
   ];
   if (report.entries.length) {
     lines.push('', `largest entries:`);

@@ -71,8 +71,9 @@ removes everything the demo made.`,
   status: `${USAGE.status}
 
 Shows the staging cache: capacity, staged and reserved bytes, entries, hits, misses, bytes
-fetched, evictions, bypassed reads, and the largest entries with their open handles, last
-access and state. Works while the mount runs. MOUNTPOINT names a running mount; without it or
+fetched, evictions, bypassed reads, staged blocks that failed their CRC and objects whose
+fetched bytes did not match their MD5 ETag (both dropped, to be fetched again), and the largest
+entries with their open handles, last access and state. Works while the mount runs. MOUNTPOINT names a running mount; without it or
 --cache-dir: the cache of the one running mount. --json prints one object.`,
   cache: `${USAGE.cache}
 

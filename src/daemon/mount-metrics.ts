@@ -62,6 +62,11 @@ export class MountMetrics implements RequestObserver {
     r.counterFrom('stagefs_cache_evictions_total', 'Entries evicted (age, capacity, admin).', () => cache().counters.evictions);
     r.counterFrom('stagefs_cache_bypassed_reads_total', 'Reads served straight from the store for want of cache space.', () => cache().counters.bypassedReads);
     r.counterFrom('stagefs_cache_bad_blocks_total', 'Staged blocks that failed their checksum and were dropped, to be fetched again.', () => cache().counters.badBlocks);
+    r.counterFrom(
+      'stagefs_cache_checksum_mismatches_total',
+      'Objects whose fetched bytes did not match the checksum the store gives (the MD5 ETag); their staged blocks were dropped.',
+      () => cache().counters.checksumMismatches,
+    );
     r.gauge('stagefs_pending_uploads', 'Files written through the mount and not uploaded yet.', () => parts.pendingUploads().count);
     r.gauge('stagefs_pending_upload_bytes', 'Bytes of the files not uploaded yet.', () => parts.pendingUploads().bytes);
     const engine = () => parts.engine.stats();

@@ -78,6 +78,11 @@ class KeyGates {
   }
 }
 
+/** Faults that act at a point of the body (`at`). */
+function cutsBody(fault: Fault): fault is Extract<Fault, { at?: number }> {
+  return fault.kind === 'reset' || fault.kind === 'truncate' || fault.kind === 'stall' || fault.kind === 'flip';
+}
+
 function errorBody(code: string): string {
   return `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>injected by the fault proxy</Message><RequestId>fault-proxy</RequestId></Error>`;
 }
@@ -160,7 +165,7 @@ class Proxy {
       if (rule.rate !== undefined && active.random() >= rule.rate) continue;
       active.picked++;
       const fault = rule.fault;
-      if (fault.kind === 'reset' || fault.kind === 'truncate' || fault.kind === 'stall') return { ...fault, at: fault.at ?? active.random() };
+      if (cutsBody(fault)) return { ...fault, at: fault.at ?? active.random() };
       return fault;
     }
     return undefined;
@@ -214,7 +219,8 @@ class Proxy {
   /** Writes the upstream response raw on the client's connection, with the fault, then closes it. */
   private async relayFaulted(socket: Socket, upstream: IncomingMessage, length: number, fault: Fault): Promise<void> {
     const headers = rawPairs(upstream.rawHeaders).filter(([name]) => !HOP_HEADERS.has(name.toLowerCase()));
-    const cut = fault.kind === 'reset' || fault.kind === 'truncate' || fault.kind === 'stall' ? Math.floor(length * (fault.at ?? 0)) : undefined;
+    // A flipped byte must be one of the body's.
+    const cut = cutsBody(fault) ? Math.min(fault.kind === 'flip' ? length - 1 : length, Math.floor(length * (fault.at ?? 0))) : undefined;
     for (const pair of headers) {
       const name = pair[0].toLowerCase();
       if (name === 'etag' && fault.kind === 'wrong-etag') pair[1] = WRONG_ETAG;
@@ -225,7 +231,7 @@ class Proxy {
     await write(socket, head);
     let sent = 0;
     for await (const chunk of upstream as AsyncIterable<Buffer>) {
-      if (cut === undefined || sent >= cut || sent + chunk.length < cut) {
+      if (cut === undefined || cut < sent || cut >= sent + chunk.length) {
         await write(socket, chunk);
         sent += chunk.length;
         continue;
@@ -242,7 +248,9 @@ class Proxy {
         return;
       }
       if (fault.kind === 'stall') await new Promise((resolve) => setTimeout(resolve, fault.ms));
-      await write(socket, chunk.subarray(cut - sent));
+      const rest = Buffer.from(chunk.subarray(cut - sent));
+      if (fault.kind === 'flip') rest[0] ^= 0xff;
+      await write(socket, rest);
       sent += chunk.length;
     }
     socket.end();

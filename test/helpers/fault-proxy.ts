@@ -26,6 +26,8 @@ export type Fault =
   | { kind: 'truncate'; at?: number; declared?: 'full' | 'sent' }
   /** The body stops for `ms`, then goes on. */
   | { kind: 'stall'; at?: number; ms: number }
+  /** One byte of the body is changed, under the right status, length and ETag. */
+  | { kind: 'flip'; at?: number }
   /** The right bytes under another ETag header. */
   | { kind: 'wrong-etag' }
   /** 200 and the whole object for a ranged GET, as a server that ignores Range sends. */
