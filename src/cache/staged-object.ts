@@ -3,6 +3,7 @@
  * It owns one staging file, named at its creation; nothing else opens or removes that file.
  */
 import type { FileHandle } from 'node:fs/promises';
+import type { StoreChecksum } from '../store/object-store';
 import type { Deferred } from '../util/deferred';
 import { BlockMap } from './block-map';
 import type { EntryRecord, EntryState } from './cache-index';
@@ -15,6 +16,8 @@ export interface ObjectVersion {
   etag: string;
   size: number;
   mtime: number;
+  /** The store's checksum of the whole object, when known. */
+  checksum?: StoreChecksum;
 }
 
 /** What a staged object is restored from: its index record, or a file handed over whole. */
@@ -59,6 +62,8 @@ export class StagedObject implements ObjectVersion {
   /** A newer ETag of the key has been opened: this version goes as soon as nothing uses it. */
   superseded = false;
   removed = false;
+  /** The store's checksum of the whole object, when the mount learned it (from HEAD). */
+  storeChecksum: StoreChecksum | undefined;
   /** The staging file's name; it exists on disk once `openFile` created it, or from the start when persisted. */
   readonly fileName: string;
   private fileExists: boolean;

@@ -464,6 +464,7 @@ export class StagingCache {
       object.lastAccess = this.now();
       this.adopt(object);
     }
+    object.storeChecksum ??= version.checksum;
     return object;
   }
 

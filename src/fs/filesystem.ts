@@ -485,7 +485,7 @@ export class Filesystem {
 
   /** The object version a file node (or an object of a listing) stands for, as the cache knows it. */
   versionOf(node: ObjectInfo): ObjectVersion {
-    return { bucket: this.bucket, key: node.key, etag: node.etag, size: node.size, mtime: node.mtime.getTime() };
+    return { bucket: this.bucket, key: node.key, etag: node.etag, size: node.size, mtime: node.mtime.getTime(), checksum: node.checksum };
   }
 
   /** The files at `path`: the file itself, or every file below a directory. */

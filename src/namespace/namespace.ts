@@ -23,7 +23,7 @@
  */
 import createDebug from 'debug';
 import { errorMessage, FsError } from '../errors';
-import type { ObjectInfo, ObjectStore } from '../store/object-store';
+import type { ObjectInfo, ObjectStore, StoreChecksum } from '../store/object-store';
 import { SingleFlight } from '../util/single-flight';
 import { InodeTable, ROOT_INO } from './inode-table';
 import { baseName, checkPath, dirPrefixOf, isShowableName, joinPath, keyOf, parentOf } from './paths';
@@ -51,6 +51,8 @@ export interface FileNode {
   mtime: Date;
   /** User metadata, known when the object was read with HEAD or written by this mount. */
   metadata?: Record<string, string>;
+  /** The store's checksum of the whole object, when HEAD gave one. */
+  checksum?: StoreChecksum;
   /** When the metadata was learned. */
   metadataAt?: number;
 }
@@ -241,6 +243,7 @@ export class Namespace {
       etag: info.etag,
       mtime: info.mtime,
       metadata: info.metadata,
+      checksum: info.checksum,
     };
   }
 
@@ -293,6 +296,7 @@ export class Namespace {
     if (!info) return this.fetchNode(listed.path); // gone since the listing, or a directory now
     const node = info.etag === listed.etag ? listed : this.fileNode(listed.path, info);
     node.metadata = info.metadata ?? {};
+    node.checksum = info.checksum;
     node.metadataAt = this.now();
     if (node !== listed) this.listings.get(parentOf(node.path))?.value.set(baseName(node.path), node);
     return node;
@@ -317,6 +321,7 @@ export class Namespace {
       if (node.kind === 'file' && info && info.etag !== node.etag) return;
       // An object gone since the listing keeps the listing's word until the next one.
       node.metadata = info?.metadata ?? {};
+      if (node.kind === 'file') node.checksum = info?.checksum;
       node.metadataAt = this.now();
     })().finally(() => this.metadataReads.delete(node));
     this.metadataReads.set(node, read);
@@ -352,6 +357,7 @@ export class Namespace {
     if (known.kind === 'file' && node.kind === 'file') {
       if (known.etag !== node.etag || !sameSecond(known.mtime, node.mtime)) return;
       node.metadata = known.metadata;
+      node.checksum = known.checksum;
       node.metadataAt = listedAt;
       return;
     }

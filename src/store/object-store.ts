@@ -11,6 +11,17 @@ export interface ObjectInfo {
   mtime: Date;
   /** User metadata (x-amz-meta-*), present when the object was read with HEAD. */
   metadata?: Record<string, string>;
+  /** The store's checksum of the whole object, when it keeps one and HEAD gave it. */
+  checksum?: StoreChecksum;
+}
+
+export const CHECKSUM_ALGORITHMS = ['CRC32C', 'CRC32', 'SHA256', 'SHA1'] as const;
+export type ChecksumAlgorithm = (typeof CHECKSUM_ALGORITHMS)[number];
+
+/** A full-object checksum as S3 gives it (x-amz-checksum-*): base64 of the big-endian digest. */
+export interface StoreChecksum {
+  algorithm: ChecksumAlgorithm;
+  value: string;
 }
 
 /** The version of an object a copy is made of. */

@@ -11,6 +11,7 @@ import {
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  type HeadObjectCommandOutput,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -21,7 +22,7 @@ import {
 import createDebug from 'debug';
 import type { StoreConfig } from '../config';
 import { CommandError, StoreError, errorMessage, type StoreErrorKind } from '../errors';
-import type { CopySource, ListOptions, ListPage, ObjectInfo, ObjectStore } from './object-store';
+import { CHECKSUM_ALGORITHMS, type CopySource, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore, type StoreChecksum } from './object-store';
 import { rangeResponseProblem, resumingRange, type RangeBody } from './range-read';
 
 const debug = createDebug('stagefs:store');
@@ -86,11 +87,26 @@ function readCaBundle(bundle: NonNullable<StoreConfig['caBundle']>): Buffer {
   return pem;
 }
 
+/**
+ * The checksum of the whole object among those HEAD gave, if any: a composite one (of a multipart
+ * upload's parts, "value-N") needs the part sizes to be checked, and is left out.
+ */
+function fullObjectChecksum(output: HeadObjectCommandOutput): StoreChecksum | undefined {
+  for (const algorithm of CHECKSUM_ALGORITHMS) {
+    const value = output[`Checksum${algorithm}`];
+    if (!value) continue;
+    const composite = output.ChecksumType === 'COMPOSITE' || (output.ChecksumType === undefined && value.includes('-'));
+    if (!composite) return { algorithm, value };
+  }
+  return undefined;
+}
+
 export class S3Store implements ObjectStore {
   readonly description: string;
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly caBundle: StoreConfig['caBundle'];
+  private askForChecksums = true;
 
   constructor(
     config: StoreConfig,
@@ -150,19 +166,39 @@ export class S3Store implements ObjectStore {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const output = await this.call('head', `head ${key}`, () =>
-        this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
-      );
+      const output = await this.headObject(key);
       return {
         key,
         size: output.ContentLength ?? 0,
         etag: output.ETag ?? '',
         mtime: output.LastModified ?? new Date(0),
         metadata: output.Metadata ?? {},
+        checksum: fullObjectChecksum(output),
       };
     } catch (err) {
       if (err instanceof StoreError && err.kind === 'NotFound') return undefined;
       throw err;
+    }
+  }
+
+  /**
+   * HEAD, asking for the object's checksums. S3 refuses that to a user who may not decrypt the
+   * object's KMS key (kms:Decrypt), where a plain HEAD would do: then the mount stops asking.
+   */
+  private async headObject(key: string): Promise<HeadObjectCommandOutput> {
+    const send = (withChecksums: boolean) =>
+      this.call('head', `head ${key}`, () =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: withChecksums ? 'ENABLED' : undefined })),
+      );
+    if (!this.askForChecksums) return send(false);
+    try {
+      return await send(true);
+    } catch (err) {
+      if (!(err instanceof StoreError && err.kind === 'AccessDenied')) throw err;
+      const output = await send(false);
+      this.askForChecksums = false;
+      debug('HEAD with x-amz-checksum-mode is refused where a plain HEAD is not: objects are not checked against the store\'s checksums');
+      return output;
     }
   }
 

@@ -226,6 +226,7 @@ class Proxy {
       if (name === 'etag' && fault.kind === 'wrong-etag') pair[1] = WRONG_ETAG;
       if (name === 'content-length' && fault.kind === 'truncate' && fault.declared === 'sent') pair[1] = String(cut);
     }
+    if (fault.kind === 'header') headers.push([fault.name, fault.value]);
     headers.push(['Connection', 'close']);
     const head = `HTTP/1.1 ${upstream.statusCode} ${upstream.statusMessage}\r\n${headers.map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
     await write(socket, head);

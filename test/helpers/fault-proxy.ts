@@ -28,6 +28,8 @@ export type Fault =
   | { kind: 'stall'; at?: number; ms: number }
   /** One byte of the body is changed, under the right status, length and ETag. */
   | { kind: 'flip'; at?: number }
+  /** A header added to the response, as a store that sends it would (x-amz-checksum-crc32c, say). */
+  | { kind: 'header'; name: string; value: string }
   /** The right bytes under another ETag header. */
   | { kind: 'wrong-etag' }
   /** 200 and the whole object for a ranged GET, as a server that ignores Range sends. */
