@@ -15,7 +15,7 @@ import { BIG_FILE, imagePath, SMALL_DIR, VM_TEMPLATE, WRITES_DIR, type DataSetSh
 import { runFio } from './fio';
 import { run } from './processes';
 import type { Remote } from './remote';
-import type { Phase } from './results';
+import { PHASES, type Phase } from './results';
 import { uploadFile } from './upload';
 
 export const JOB_NAMES = [
@@ -54,7 +54,11 @@ export interface Job {
   title: string;
   unit: Unit;
   higherIsBetter: boolean;
-  /** Cold is the first run on a fresh mount; warm, when listed, the same job again on it. */
+  /**
+   * Cold is the first run on a fresh mount; warm, when listed, the same job again on it;
+   * remounted, when listed, again after a remount on the same cache dir. The read jobs run all
+   * three; the copy's source is staged warm, but its time is the upload's, so it stops there.
+   */
   phases: readonly Phase[];
   /** Whether the local-disk limit means anything for it (not for writes that must reach the store). */
   local: boolean;
@@ -169,7 +173,7 @@ function fioJob(name: JobName, title: string, unit: 'MB/s' | 'IOPS', limits: Pic
     title,
     unit,
     higherIsBetter: true,
-    phases: ['cold', 'warm'],
+    phases: PHASES,
     local: true,
     ...limits,
     async measureTree(root, context) {
@@ -317,7 +321,7 @@ export const JOBS: Record<JobName, Job> = {
     title: 'Time to first byte of a large object (open + 4 KiB read), median',
     unit: 'ms',
     higherIsBetter: false,
-    phases: ['cold', 'warm'],
+    phases: PHASES,
     local: true,
     async measureTree(root, context) {
       // Synchronous calls are safe here: the mount is served by another process.
@@ -354,7 +358,7 @@ export const JOBS: Record<JobName, Job> = {
     title: '`ls -l` and `stat` of every entry of the small-object directory',
     unit: 's',
     higherIsBetter: false,
-    phases: ['cold', 'warm'],
+    phases: PHASES,
     local: true,
     async measureTree(root) {
       const start = performance.now();
@@ -377,7 +381,7 @@ export const JOBS: Record<JobName, Job> = {
     title: '`qemu-img convert -O qcow2` of the VM template to local disk (deploying a VM)',
     unit: 's',
     higherIsBetter: false,
-    phases: ['cold', 'warm'],
+    phases: PHASES,
     local: true,
     async measureTree(root, context) {
       mkdirSync(context.scratchDir, { recursive: true });

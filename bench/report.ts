@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { formatBytes } from '../src/units';
 import { renderChart } from './chart';
 import { SHAPES } from './datasets';
-import { bestPeer, limit, PHASES, stagefsVsBestPeer, stagefsVsLimit, type BenchResults, type JobResult } from './results';
+import { bestPeer, limit, PHASES, stagefsVsBestPeer, stagefsVsLimit, type BenchResults, type JobResult, type Phase } from './results';
 import { LABELS, type SystemName } from './systems';
 
 export function formatValue(value: number | undefined): string {
@@ -18,22 +18,27 @@ function formatRatio(ratio: number | undefined): string {
   return ratio === undefined ? '–' : `${ratio >= 10 ? ratio.toFixed(0) : ratio.toFixed(2)}×`;
 }
 
-function cell(job: JobResult, system: SystemName, phase: 'cold' | 'warm'): string {
+function cell(job: JobResult, system: SystemName, phase: Phase): string {
   const measurement = job.bySystem[system];
   if (!measurement) return '';
   // A failure shows in the first phase that has no figure; the phases after it never ran.
-  if (measurement[phase] === undefined && measurement.error) return phase === 'cold' || measurement.cold !== undefined ? 'failed' : '–';
+  const previous = PHASES[PHASES.indexOf(phase) - 1];
+  if (measurement[phase] === undefined && measurement.error) return !previous || measurement[previous] !== undefined ? 'failed' : '–';
   return formatValue(measurement[phase]);
 }
 
+function withSystem(ratio: number | undefined, against: { system: SystemName } | undefined): string {
+  return `**${formatRatio(ratio)}**${against ? ` (${against.system})` : ''}`;
+}
+
 function jobSection(job: JobResult): string[] {
-  const lines = [`### ${job.name}: ${job.title}`, '', `| system | cold (${job.unit}) | warm (${job.unit}) |`, '| --- | ---: | ---: |'];
+  const row = (cells: string[]) => `| ${cells.join(' | ')} |`;
+  const lines = [`### ${job.name}: ${job.title}`, '', row(['system', ...job.phases.map((p) => `${p} (${job.unit})`)]), row(['---', ...job.phases.map(() => '---:')])];
   const systems = Object.keys(job.bySystem) as SystemName[];
-  for (const system of systems) lines.push(`| ${LABELS[system]} | ${cell(job, system, 'cold')} | ${cell(job, system, 'warm')} |`);
-  const peer = (phase: 'cold' | 'warm') => bestPeer(job, phase)?.system;
+  for (const system of systems) lines.push(row([LABELS[system], ...job.phases.map((p) => cell(job, system, p))]));
   lines.push(
-    `| **stagefs ÷ best peer** | **${formatRatio(stagefsVsBestPeer(job, 'cold'))}** ${peer('cold') ? `(${peer('cold')})` : ''} | **${formatRatio(stagefsVsBestPeer(job, 'warm'))}** ${peer('warm') ? `(${peer('warm')})` : ''} |`,
-    `| **stagefs ÷ limit** | **${formatRatio(stagefsVsLimit(job, 'cold'))}** ${limit(job, 'cold') ? `(${limit(job, 'cold')!.system})` : ''} | **${formatRatio(stagefsVsLimit(job, 'warm'))}** ${limit(job, 'warm') ? `(${limit(job, 'warm')!.system})` : ''} |`,
+    row(['**stagefs ÷ best peer**', ...job.phases.map((p) => withSystem(stagefsVsBestPeer(job, p), bestPeer(job, p)))]),
+    row(['**stagefs ÷ limit**', ...job.phases.map((p) => withSystem(stagefsVsLimit(job, p), limit(job, p)))]),
   );
   const failures = systems.filter((s) => job.bySystem[s]?.error).map((s) => `${s}: ${job.bySystem[s]!.error}`);
   if (failures.length) lines.push('', ...failures.map((f) => `- failed: ${f}`));
@@ -53,15 +58,20 @@ export function renderMarkdown(results: BenchResults, chartFile: string): string
     '',
     `Machine: ${Object.entries(results.machine).filter(([k]) => k !== 'store').map(([k, v]) => `${k} ${v}`).join('; ')}.`,
     '',
-    'Every job runs on a fresh mount with an empty cache: **cold** is its first run, **warm** the same job again on the same mount. ' +
+    'Every job runs on a fresh mount with an empty cache: **cold** is its first run, **warm** the same job again on the same mount, ' +
+      '**remounted** (read jobs) the same job again after the system was unmounted and mounted again on the same cache dir, as after a restart of the daemon or a reboot. ' +
+      'Each system keeps its cache on disk across a remount: stagefs its index (the blocks staged, a CRC32C each) and staging files, and it checks each staged block ' +
+      'against its CRC once per mount before serving it, so remounted is where those checks cost (warm runs serve blocks the mount already checked); ' +
+      's3fs (`use_cache`) the files\' bytes and a stat file per file of which pages it holds; rclone (VFS cache) its data files and their metadata (ranges held, the object\'s fingerprint). ' +
+      'None keeps its listings or attributes: those are read from the store again. ' +
       (results.pageCacheDropped
         ? 'The kernel page cache is dropped before each run, so warm means the system\'s own cache, not RAM.'
         : '**The page cache could not be dropped (not root)**: warm figures include it.') +
       ' Ratios say how many times better stagefs (native engine) does (> 1: stagefs is better; for times, lower is better); ' +
       '"limit" is the object store without FUSE (cold), the better of the AWS SDK client stagefs uses and curl, each the best of 1, 4 and 8 ranged GETs in flight, ' +
-      'or the same bytes read from local disk (warm). Write jobs count until the object is in the store (polled with HEAD), not until close returns: ' +
+      'or the same bytes read from local disk (warm and remounted). Write jobs count until the object is in the store (polled with HEAD), not until close returns: ' +
       'rclone uploads after close (run with `--vfs-write-back 0s`), stagefs and s3fs before close returns. Write jobs have no warm run; ' +
-      'the copy job\'s warm run copies a source the mount has staged.',
+      'the copy job\'s warm run copies a source the mount has staged (it has no remounted run: its time is the upload\'s).',
     '',
     `![main jobs](${chartFile})`,
     '',
@@ -85,7 +95,7 @@ export function renderSummary(results: BenchResults): string {
   const systems = [...new Set(results.jobs.flatMap((job) => Object.keys(job.bySystem)))] as SystemName[];
   const header = ['job', 'phase', 'unit', ...systems, 'vs peer', 'vs limit'];
   const rows = results.jobs.flatMap((job) =>
-    PHASES.filter((phase) => systems.some((system) => job.bySystem[system]?.[phase] !== undefined)).map((phase) => [
+    job.phases.map((phase) => [
       job.name,
       phase,
       job.unit,

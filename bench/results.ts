@@ -4,20 +4,22 @@ import type { JobName, Unit } from './jobs';
 import type { Scale } from './options';
 import { PEERS, type SystemName } from './systems';
 
-export type Phase = 'cold' | 'warm';
-export const PHASES: readonly Phase[] = ['cold', 'warm'];
+/**
+ * Cold: the first run on a fresh mount with an empty cache; warm: the same job again on that
+ * mount; remounted: again after the system was unmounted and mounted on the same cache dir (a
+ * restart of the daemon, a reboot), where stagefs checks each staged block once before serving it.
+ */
+export type Phase = 'cold' | 'warm' | 'remounted';
+export const PHASES: readonly Phase[] = ['cold', 'warm', 'remounted'];
 
-export interface Measurement {
-  cold?: number;
-  warm?: number;
-  error?: string;
-}
+export type Measurement = Partial<Record<Phase, number>> & { error?: string };
 
 export interface JobResult {
   name: JobName;
   title: string;
   unit: Unit;
   higherIsBetter: boolean;
+  phases: readonly Phase[];
   bySystem: Partial<Record<SystemName, Measurement>>;
 }
 
@@ -42,9 +44,9 @@ export interface BenchResults {
 
 /**
  * The limits each phase is compared with: cold runs cannot beat the store (the better of the
- * two raw clients), warm ones the disk.
+ * two raw clients), warm and remounted ones the disk.
  */
-export const LIMITS_OF: Record<Phase, readonly SystemName[]> = { cold: ['raw-s3', 'raw-s3-curl'], warm: ['local-disk'] };
+export const LIMITS_OF: Record<Phase, readonly SystemName[]> = { cold: ['raw-s3', 'raw-s3-curl'], warm: ['local-disk'], remounted: ['local-disk'] };
 
 /** How many times better `value` is than `other` (> 1: better), whichever way the unit goes. */
 export function advantage(job: JobResult, value: number | undefined, other: number | undefined): number | undefined {

@@ -12,7 +12,7 @@ import { BenchUsageError, parseBenchArgs, USAGE, type BenchOptions } from './opt
 import { dropPageCache } from './processes';
 import { prepareRemote, type PreparedRemote } from './remote';
 import { renderSummary, writeReport, formatValue } from './report';
-import type { BenchResults, JobResult, Measurement, Phase } from './results';
+import { PHASES, type BenchResults, type JobResult, type Measurement, type Phase } from './results';
 import { LABELS, LIMITS, liveMounts, mountSystem, PACKAGES, type LimitName, type MountSystemName, type SystemName } from './systems';
 
 const projectDir = join(__dirname, '..', '..');
@@ -56,11 +56,15 @@ function machine(options: BenchOptions, store: string): Record<string, string> {
   };
 }
 
-/** Runs `measure` in each phase (cold, then warm), the page cache dropped before each. */
-async function inPhases(phases: readonly Phase[], measure: () => Promise<number>): Promise<Measurement> {
+/**
+ * Runs `measure` in each phase, the page cache dropped before each; `remount` before the
+ * remounted one (the local disk has nothing to remount: its remounted run is another warm one).
+ */
+async function inPhases(phases: readonly Phase[], measure: () => Promise<number>, remount?: () => Promise<void>): Promise<Measurement> {
   const result: Measurement = {};
   try {
     for (const phase of phases) {
+      if (phase === 'remounted') await remount?.();
       dropPageCache();
       result[phase] = await measure();
     }
@@ -71,7 +75,7 @@ async function inPhases(phases: readonly Phase[], measure: () => Promise<number>
 }
 
 function describe(system: SystemName, job: JobResult, measurement: Measurement): string {
-  const parts = (['cold', 'warm'] as const).filter((p) => measurement[p] !== undefined).map((p) => `${p} ${formatValue(measurement[p])} ${job.unit}`);
+  const parts = PHASES.filter((p) => measurement[p] !== undefined).map((p) => `${p} ${formatValue(measurement[p])} ${job.unit}`);
   return `  ${system.padEnd(20)} ${job.name.padEnd(15)} ${parts.join(', ')}${measurement.error ? `  FAILED: ${measurement.error}` : ''}`;
 }
 
@@ -103,9 +107,9 @@ async function measureMounted(system: MountSystemName, jobs: JobResult[], contex
       return;
     }
     try {
-      const root = mounted.root;
+      const { root, remount } = mounted;
       const definition = JOBS[job.name];
-      job.bySystem[system] = await inPhases(definition.phases, () => definition.measureTree(root, context));
+      job.bySystem[system] = await inPhases(definition.phases, () => definition.measureTree(root, context), remount);
     } finally {
       const rss = mounted.peakRss();
       if (rss !== undefined) entry.peakRssBytes = Math.max(entry.peakRssBytes ?? 0, rss);
@@ -179,8 +183,8 @@ async function main(): Promise<number> {
     };
     await clearWrites(context);
     const jobs: JobResult[] = options.jobs.map((name) => {
-      const { title, unit, higherIsBetter } = JOBS[name];
-      return { name, title, unit, higherIsBetter, bySystem: {} };
+      const { title, unit, higherIsBetter, phases } = JOBS[name];
+      return { name, title, unit, higherIsBetter, phases, bySystem: {} };
     });
     const now = new Date();
     const results: BenchResults = {

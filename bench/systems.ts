@@ -34,8 +34,10 @@ export const PACKAGES: Partial<Record<SystemName, string>> = { s3fs: 's3fs', rcl
 
 export interface Mounted {
   root: string;
-  /** Peak RSS of the mount's process so far. */
+  /** Peak RSS of the mount's processes so far (a remount starts another). */
   peakRss(): number | undefined;
+  /** Unmounts and mounts again on the same cache dir, as after a restart of the daemon. */
+  remount(): Promise<void>;
   unmount(): Promise<void>;
 }
 
@@ -107,17 +109,11 @@ async function unmountPath(mountpoint: string): Promise<void> {
   if (isMounted(mountpoint)) spawnSync('umount', ['-l', mountpoint]);
 }
 
-/** Mounts the remote with a fresh cache dir, so the first read of every file is cold. */
-export async function mountSystem(system: MountSystemName, remote: Remote, workDir: string, projectDir: string): Promise<Mounted> {
-  const base = join(workDir, 'systems', system);
+/** Starts the system's daemon on `cacheDir` and waits until its mount is up. */
+async function launch(system: MountSystemName, remote: Remote, base: string, projectDir: string): Promise<ChildProcess> {
   const mountpoint = join(base, 'mnt');
-  const cacheDir = join(base, 'cache');
-  if (isMounted(mountpoint)) spawnSync('umount', ['-l', mountpoint]);
-  rmSync(cacheDir, { recursive: true, force: true });
-  mkdirSync(cacheDir, { recursive: true });
-  mkdirSync(mountpoint, { recursive: true });
   const logPath = join(base, 'mount.log');
-  const [command, args, env] = launchCommand(system, remote, mountpoint, cacheDir, projectDir);
+  const [command, args, env] = launchCommand(system, remote, mountpoint, join(base, 'cache'), projectDir);
   const child = startLogged(command, args, env, logPath);
   let spawnError: Error | undefined;
   child.on('error', (err) => (spawnError = err));
@@ -128,17 +124,38 @@ export async function mountSystem(system: MountSystemName, remote: Remote, workD
     const why = spawnError?.message ?? (up ? `exited with ${child.exitCode ?? child.signalCode}` : 'not mounted within 60s');
     throw new Error(`${system} did not mount: ${why}${tail(logPath) ? `: ${tail(logPath)}` : ''}`);
   }
+  return child;
+}
+
+/** Mounts the remote with a fresh cache dir, so the first read of every file is cold. */
+export async function mountSystem(system: MountSystemName, remote: Remote, workDir: string, projectDir: string): Promise<Mounted> {
+  const base = join(workDir, 'systems', system);
+  const mountpoint = join(base, 'mnt');
+  const cacheDir = join(base, 'cache');
+  if (isMounted(mountpoint)) spawnSync('umount', ['-l', mountpoint]);
+  rmSync(cacheDir, { recursive: true, force: true });
+  mkdirSync(cacheDir, { recursive: true });
+  mkdirSync(mountpoint, { recursive: true });
+  let child: ChildProcess | undefined = await launch(system, remote, base, projectDir);
   let peak: number | undefined;
+  const stop = async () => {
+    mounted.peakRss();
+    await unmountPath(mountpoint);
+    if (child) await stopProcess(child);
+    child = undefined;
+  };
   const mounted: Mounted = {
     root: mountpoint,
     peakRss: () => {
-      peak = Math.max(peak ?? 0, peakRss(child.pid!) ?? 0) || peak;
+      peak = Math.max(peak ?? 0, (child && peakRss(child.pid!)) ?? 0) || peak;
       return peak;
     },
+    remount: async () => {
+      await stop();
+      child = await launch(system, remote, base, projectDir);
+    },
     unmount: async () => {
-      mounted.peakRss();
-      await unmountPath(mountpoint);
-      await stopProcess(child);
+      await stop();
       liveMounts.delete(mounted);
     },
   };
