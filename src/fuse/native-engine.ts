@@ -237,6 +237,8 @@ export class NativeEngine implements Engine {
       warn('reply to %s failed: %s', opName(header.opcode), errorMessage(err));
     } finally {
       if (buffer) this.replies.give(buffer);
+      // Answered: nothing uses the request's bytes any more (a WRITE's data went to disk before the reply).
+      this.addon.releaseRequest(message);
     }
   }
 
