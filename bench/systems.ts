@@ -7,6 +7,7 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DAEMON_NODE_OPTIONS } from '../src/daemon/daemon-flags';
 import { sleep } from '../src/util/deferred';
 import { exited, isMounted, peakRss, startLogged, tail, waitFor } from './processes';
 import type { Remote } from './remote';
@@ -55,7 +56,8 @@ function launchCommand(system: MountSystemName, remote: Remote, mountpoint: stri
     case 'stagefs-fuse-native': {
       const engine = system === 'stagefs' ? 'native' : 'fuse-native';
       const cli = join(projectDir, 'dist', 'src', 'cli', 'main.js');
-      const args = [cli, 'mount', url, mountpoint, '--foreground', '--endpoint', remote.endpoint, '--region', remote.region];
+      // Node options as stagefs gives its own daemon.
+      const args = [...DAEMON_NODE_OPTIONS, cli, 'mount', url, mountpoint, '--foreground', '--endpoint', remote.endpoint, '--region', remote.region];
       args.push('--path-style', '--cache-dir', cacheDir, '--cache-size', '20GiB', '--engine', engine);
       return [process.execPath, args, { ...process.env, ...credentials }];
     }

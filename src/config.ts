@@ -7,6 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { UsageError } from './errors';
+import { MAX_READ_BYTES } from './fuse/kernel-protocol';
 import { profileName, profileSettings } from './store/aws-config';
 import { formatBytes, parseDuration, parseSize, UnitParseError } from './units';
 
@@ -59,6 +60,8 @@ export interface MountConfig {
   logFile: string | undefined;
   metrics: MetricsAddress | undefined;
   metadataTtlMs: number;
+  /** Memory for the replies of reads being filled at once (native engine); a read past it waits. */
+  readMemoryBytes: number;
   readOnly: boolean;
   foreground: boolean;
   allowOther: boolean;
@@ -80,6 +83,7 @@ export interface MountOptions {
   'sweep-interval'?: string;
   'high-watermark'?: string;
   'low-watermark'?: string;
+  'read-memory'?: string;
   'read-only'?: boolean;
   foreground?: boolean;
   'allow-other'?: boolean;
@@ -101,6 +105,7 @@ export const DEFAULTS = {
   sweepInterval: '1m',
   highWatermark: '95%',
   lowWatermark: '85%',
+  readMemory: '16MiB',
   region: 'us-east-1',
 } as const;
 
@@ -277,6 +282,7 @@ export function buildMountConfig(
     logFile: options['log-file'] === undefined ? undefined : resolve(options['log-file']),
     metrics: options.metrics === undefined ? undefined : metricsAddress(options.metrics),
     metadataTtlMs: option('metadata-ttl', options['metadata-ttl'] ?? DEFAULTS.metadataTtl, parseDuration),
+    readMemoryBytes: readMemory(options['read-memory'] ?? DEFAULTS.readMemory),
     readOnly: options['read-only'] ?? false,
     foreground: options.foreground ?? false,
     allowOther: options['allow-other'] ?? false,
@@ -284,6 +290,12 @@ export function buildMountConfig(
     gid: id('gid', options.gid, process.getgid?.() ?? 0),
     engine,
   };
+}
+
+function readMemory(text: string): number {
+  const bytes = option('read-memory', text, parseSize);
+  if (bytes < MAX_READ_BYTES) throw new UsageError(`--read-memory: ${formatBytes(bytes)} is less than one read (${formatBytes(MAX_READ_BYTES)})`);
+  return bytes;
 }
 
 /** The CA bundle to trust, as the AWS CLI chooses it: the flag, AWS_CA_BUNDLE, the profile's ca_bundle. */

@@ -32,11 +32,11 @@ export interface FetcherHooks {
   fetched(bytes: number): void;
 }
 
-/** Block buffers for the bytes of a GET until they are written. */
-const POOLED_BUFFERS = 32;
+/** Block buffers for the bytes of a GET until they are written: bytes of free ones kept. */
+const POOLED_BUFFER_BYTES = 16 * 1024 * 1024;
 
 export class Fetcher {
-  private readonly buffers = new BufferPool(POOLED_BUFFERS);
+  private readonly buffers = new BufferPool(POOLED_BUFFER_BYTES);
 
   constructor(
     private readonly store: ObjectStore,

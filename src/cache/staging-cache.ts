@@ -42,7 +42,7 @@ const MAX_PREFETCH_FETCHES = 4;
  * later open, its reads meanwhile served (and checked) here.
  */
 const MAX_OPEN_CHECK_BYTES = 64 * 1024 * 1024;
-const BYPASS_MEMORY_BYTES = 256 * 1024 * 1024;
+const BYPASS_MEMORY_BYTES = 32 * 1024 * 1024;
 const FLUSH_INTERVAL_MS = 200;
 
 export interface CacheHandle {

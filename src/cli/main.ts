@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 /** The stagefs command line. */
 import { CommandError, StoreError, UsageError, errorMessage } from '../errors';
 import { VERSION } from '../version';

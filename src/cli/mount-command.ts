@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { buildMountConfig, type MountConfig, type MountOptions } from '../config';
 import { CommandError, errorMessage } from '../errors';
 import { preparePrivateDir } from '../daemon/cache-dir';
+import { DAEMON_NODE_OPTIONS } from '../daemon/daemon-flags';
 import { startMount, sourceUrl, type RunningMount } from '../daemon/mount-service';
 import { serviceManagerFromEnv } from '../daemon/service-manager';
 import { loadNativeAddon } from '../native/addon';
@@ -134,7 +135,7 @@ async function mountInBackground(request: MountRequest, config: MountConfig): Pr
   const env: NodeJS.ProcessEnv = { ...process.env, [READY_FD_ENV]: '3' };
   // A service manager waiting on this process is told by it, not by the daemon it leaves behind.
   delete env.NOTIFY_SOCKET;
-  const child = spawn(process.execPath, [process.argv[1], 'mount', ...args], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_OPTIONS, process.argv[1], 'mount', ...args], {
     detached: true,
     stdio: ['ignore', log, log, 'pipe'],
     env,

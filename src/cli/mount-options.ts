@@ -20,6 +20,7 @@ export const MOUNT_OPTIONS: OptionSpec = {
   'sweep-interval': { type: 'string' },
   'high-watermark': { type: 'string' },
   'low-watermark': { type: 'string' },
+  'read-memory': { type: 'string' },
   'read-only': { type: 'boolean' },
   foreground: { type: 'boolean', short: 'f' },
   'allow-other': { type: 'boolean' },

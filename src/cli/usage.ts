@@ -7,7 +7,8 @@ export const USAGE: Record<string, string> = {
     '    [--cache-dir DIR] [--cache-size SIZE] [--block-size SIZE] [--metadata-ttl DURATION]\n' +
     '    [--read-only] [--foreground] [--allow-other] [--uid N] [--gid N] [--engine native|fuse-native]\n' +
     '    [--max-age DURATION] [--sweep-interval DURATION] [--high-watermark N%] [--low-watermark N%]\n' +
-    '    [--profile NAME] [--ca-bundle FILE] [--log-file FILE] [--metrics HOST:PORT] [--state-dir DIR] [-o OPTION,...]\n' +
+    '    [--read-memory SIZE] [--profile NAME] [--ca-bundle FILE] [--log-file FILE] [--metrics HOST:PORT]\n' +
+    '    [--state-dir DIR] [-o OPTION,...]\n' +
     '       mount -t fuse.stagefs s3://BUCKET[/PREFIX] MOUNTPOINT [-o OPTION,...]',
   unmount: 'usage: stagefs unmount MOUNTPOINT',
   demo: 'usage: stagefs demo [MOUNTPOINT]',
@@ -39,6 +40,8 @@ mount uploads them first).
   --sweep-interval DURATION  how often idle entries are looked for (default ${DEFAULTS.sweepInterval})
   --high-watermark N%     past this share of --cache-size, evict least recently used entries...
   --low-watermark N%      ...down to this share (defaults ${DEFAULTS.highWatermark}, ${DEFAULTS.lowWatermark})
+  --read-memory SIZE      memory for the replies of reads being filled at once (native engine;
+                          default ${DEFAULTS.readMemory}, at least 1MiB); a read past it waits for one to finish
   --read-only             refuse every change (EROFS); the mount is writable otherwise
   --foreground            stay attached, logging to stderr; Ctrl-C or SIGTERM unmounts
   --allow-other           let other users reach the mount (permissions are checked)

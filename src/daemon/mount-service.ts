@@ -81,6 +81,7 @@ function createEngine(config: MountConfig, fs: Filesystem): Engine {
     allowOther: config.allowOther,
     readOnly: config.readOnly,
     kernelCacheSeconds: Math.min(1, config.metadataTtlMs / 1000),
+    readMemoryBytes: config.readMemoryBytes,
   };
   const native = config.engine === 'fuse-native' ? undefined : loadNativeAddon();
   if (native && 'addon' in native) return new NativeEngine(fs, options, native.addon);

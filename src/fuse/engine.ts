@@ -7,6 +7,8 @@ export interface EngineOptions {
   readOnly: boolean;
   /** How long the kernel may cache attributes and names. */
   kernelCacheSeconds: number;
+  /** Memory for the replies of reads being filled at once, where the engine fills them itself. */
+  readMemoryBytes: number;
 }
 
 /** What an engine has served since it mounted, for metrics. */

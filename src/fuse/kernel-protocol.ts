@@ -5,6 +5,9 @@
 import { constants } from 'node:fs';
 import type { Attr, FsStats } from '../fs/filesystem';
 
+/** The largest READ the native engine gets: it asks the kernel for 256 pages (native/session.h). */
+export const MAX_READ_BYTES = 256 * 4096;
+
 export const Op = {
   LOOKUP: 1,
   FORGET: 2,

@@ -12,7 +12,7 @@ import type { Attr, Filesystem } from '../fs/filesystem';
 import { HandleTable } from '../fs/handle-table';
 import { fuseUnmount, mountAt } from '../daemon/mount-table';
 import { joinPath, parentOf } from '../namespace/paths';
-import { BufferPool } from '../util/buffer-pool';
+import { BoundedBuffers } from '../util/bounded-buffers';
 import { Deferred } from '../util/deferred';
 import { abortConnection } from './connection';
 import { RequestCounts, type Engine, type EngineOptions, type EngineStats } from './engine';
@@ -22,6 +22,7 @@ import {
   FOPEN_KEEP_CACHE,
   FOPEN_PASSTHROUGH,
   IN_HEADER_SIZE,
+  MAX_READ_BYTES,
   Op,
   openOut,
   packDirectory,
@@ -63,8 +64,8 @@ const INIT_TIMEOUT_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 10_000;
 /** Kernel readahead for the mount; the default (128 KiB) starves a sequential reader. */
 const READ_AHEAD_KB = 4096;
-/** Read replies being filled at once, at most; the pool keeps this many buffers for reuse. */
-const READ_BUFFERS_KEPT = 16;
+/** Replies up to this size are allocated each time (cheap); larger ones get pooled buffers of the largest READ's size. */
+const SMALL_REPLY_BYTES = 64 * 1024;
 
 type IoMode = 'passthrough' | 'cached';
 
@@ -104,13 +105,15 @@ export class NativeEngine implements Engine {
   private readonly directories = new HandleTable<DirectoryEntry[]>();
   private readonly openFiles = new Map<number, OpenFile>();
   private readonly inodeIo = new Map<number, InodeIo>();
-  private readonly readBuffers = new BufferPool(READ_BUFFERS_KEPT);
+  /** Buffers of the READ replies being filled; a READ past the budget waits (before it holds anything). */
+  private readonly replies: BoundedBuffers;
 
   constructor(
     private readonly fs: Filesystem,
     private readonly options: EngineOptions,
     private readonly addon: NativeAddon,
   ) {
+    this.replies = new BoundedBuffers(options.readMemoryBytes, MAX_READ_BYTES, SMALL_REPLY_BYTES);
     fs.onDirectAccessRevoked((fh) => this.revokeFastPath(fh));
   }
 
@@ -209,14 +212,14 @@ export class NativeEngine implements Engine {
     const header = parseHeader(message);
     const body = message.subarray(IN_HEADER_SIZE);
     this.requests.add(opName(header.opcode));
-    // A read fills a pooled buffer, free again once the reply (written synchronously) is out.
+    // A read fills a buffer of the reply budget, free again once the reply (written synchronously) is out.
     let buffer: Buffer | undefined;
     let reply: Reply = undefined;
     let errno = 0;
     try {
       if (header.opcode === Op.READ) {
         const request = parseReadIn(body);
-        buffer = this.readBuffers.take(request.size);
+        buffer = await this.replies.take(request.size);
         reply = await this.read(request, buffer);
       } else {
         reply = await this.dispatch(header, body);
@@ -233,7 +236,9 @@ export class NativeEngine implements Engine {
     } catch (err) {
       warn('reply to %s failed: %s', opName(header.opcode), errorMessage(err));
     } finally {
-      if (buffer) this.readBuffers.give(buffer);
+      if (buffer) this.replies.give(buffer);
+      // Answered: nothing uses the request's bytes any more (a WRITE's data went to disk before the reply).
+      this.addon.releaseRequest(message);
     }
   }
 

@@ -31,6 +31,8 @@ export interface NativeAddon {
   mount(options: { mountpoint: string; source: string; allowOther: boolean; readOnly: boolean }): number;
   open(fd: number, options: { threads: number; passthrough: boolean }, onEvent: EventHandler): Session;
   reply(session: Session, unique: bigint, errno: number, data?: Buffer | Buffer[]): number;
+  /** Frees the memory of a request's buffer (from an EVENT_REQUEST) now; views of it see no bytes after. */
+  releaseRequest(request: Buffer): void;
   registerHandle(session: Session, fh: number, fd: number, bitmap: Uint8Array, blockSize: number, size: number): void;
   unregisterHandle(session: Session, fh: number): void;
   backingOpen(session: Session, fd: number): number;

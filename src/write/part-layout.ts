@@ -6,7 +6,7 @@
  * 5 MiB minimum, and a small file is a few small parts.
  */
 const MiB = 1024 * 1024;
-const FIRST_PART_SIZE = 8 * MiB;
+export const FIRST_PART_SIZE = 8 * MiB;
 const PARTS_PER_TIER = 1000;
 const LAST_TIER = 6;
 export const MAX_PARTS = 10_000;

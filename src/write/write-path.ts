@@ -56,10 +56,10 @@ import type { LegacyWriteRecord } from '../cache/cache-index';
 import { errorMessage, FsError, StoreError } from '../errors';
 import type { ObjectInfo, ObjectStore } from '../store/object-store';
 import { formatBytes } from '../units';
-import { ByteBudget } from '../util/byte-budget';
+import { BoundedBuffers } from '../util/bounded-buffers';
 import { formatEpochSeconds } from '../util/epoch-seconds';
 import { droppable, LocalFile, newPart, partsOfRecord, sentIsCurrent, type MultipartSession, type Part } from './local-file';
-import { MAX_FILE_SIZE, partCount, partIndexOf, partRange } from './part-layout';
+import { FIRST_PART_SIZE, MAX_FILE_SIZE, partCount, partIndexOf, partRange } from './part-layout';
 import { PendingRecords, type PendingRecord } from './pending-records';
 
 const debug = createDebug('stagefs:write');
@@ -69,9 +69,14 @@ const warn = createDebug('stagefs:warn');
 const MiB = 1024 * 1024;
 /** Files up to this size are uploaded with one PUT. */
 export const SINGLE_PUT_MAX = 16 * MiB;
-/** Parts uploaded at once across all files, and the memory their bodies may take. */
+/**
+ * Parts uploaded at once across all files, and the memory the bodies of uploads (parts and
+ * single PUTs) may take at once; part-sized bodies are reused.
+ */
 const PARTS_IN_FLIGHT = 4;
-const PART_MEMORY = 64 * MiB;
+const UPLOAD_MEMORY = 32 * MiB;
+/** Bodies up to this size (small files) are allocated each time, and held only for their size. */
+const SMALL_BODY_BYTES = MiB;
 /** Base bytes are copied into the local file in pieces of this size. */
 const COPY_CHUNK = 8 * MiB;
 const RETRY_TICK_MS = 1000;
@@ -141,7 +146,7 @@ export class WritePath {
   private readonly all = new Set<LocalFile>();
   /** Part uploads under way, which writers short of room may wait for. */
   private readonly partUploads = new Set<Promise<void>>();
-  private readonly partMemory = new ByteBudget(PART_MEMORY);
+  private readonly uploadBodies = new BoundedBuffers(UPLOAD_MEMORY, FIRST_PART_SIZE, SMALL_BODY_BYTES);
   /** Parts being sent ahead of a flush, so none is sent twice at once. */
   private readonly sending = new Set<Part>();
   /** The last failure of a part sent ahead, which a writer waiting for room must not wait out forever. */
@@ -663,10 +668,10 @@ export class WritePath {
     if (!part.local) return; // sent and dropped: current by construction
     // Pinned, its bytes stay in the local file until read; the generation read is the one sent.
     part.busy++;
-    await this.partMemory.acquire(end - start);
+    const buffer = await this.uploadBodies.take(end - start);
     try {
       const generation = part.generation;
-      const body = Buffer.allocUnsafe(end - start);
+      const body = buffer.subarray(0, end - start);
       try {
         await readFully(file, body, start);
       } finally {
@@ -675,7 +680,7 @@ export class WritePath {
       const etag = await this.store.uploadPart(session.key, session.uploadId, index + 1, body);
       if (current()) part.sent = { etag, generation };
     } finally {
-      this.partMemory.release(end - start);
+      this.uploadBodies.give(buffer);
     }
   }
 
@@ -736,11 +741,16 @@ export class WritePath {
       let partGenerations: number[];
       if (size <= SINGLE_PUT_MAX && !file.holdsDroppedParts) {
         partGenerations = file.parts.map((part) => part.generation);
-        const body = Buffer.allocUnsafe(size);
-        await this.read(file, body, size, 0);
-        if (cancelled() || file.size !== size) throw new UploadCancelled(key);
-        this.abandonSession(file);
-        info = await this.store.put(key, body, this.metadataOf(file));
+        const buffer = await this.uploadBodies.take(size);
+        try {
+          const body = buffer.subarray(0, size);
+          await this.read(file, body, size, 0);
+          if (cancelled() || file.size !== size) throw new UploadCancelled(key);
+          this.abandonSession(file);
+          info = await this.store.put(key, body, this.metadataOf(file));
+        } finally {
+          this.uploadBodies.give(buffer);
+        }
       } else {
         const session = await this.sessionOf(file, key);
         let next = 0;

@@ -42,6 +42,9 @@ t.test('mount config validates each option and names it', async (t) => {
   t.throws(() => buildMountConfig('s3://b', '/m', { 'cache-size': 'big' }), /--cache-size/);
   t.throws(() => buildMountConfig('s3://b', '/m', { 'block-size': '1000' }), /--block-size/);
   t.throws(() => buildMountConfig('s3://b', '/m', { 'metadata-ttl': 'x' }), /--metadata-ttl/);
+  t.equal(config.readMemoryBytes, 16 * 1024 ** 2, 'read replies get 16 MiB by default');
+  t.equal(buildMountConfig('s3://b', '/m', { 'read-memory': '1MiB' }).readMemoryBytes, 1024 ** 2);
+  t.throws(() => buildMountConfig('s3://b', '/m', { 'read-memory': '512KiB' }), /--read-memory: .*less than one read/);
   t.throws(() => buildMountConfig('s3://b', '/m', { endpoint: 'ftp://x' }), /--endpoint/);
   t.throws(() => buildMountConfig('s3://b', '/m', { uid: 'root' }), /--uid/);
   t.throws(() => buildMountConfig('s3://b', '/m', { 'low-watermark': '90%', 'high-watermark': '80%' }), /low-watermark/);
