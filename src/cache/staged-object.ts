@@ -3,7 +3,6 @@
  * It owns one staging file, named at its creation; nothing else opens or removes that file.
  */
 import type { FileHandle } from 'node:fs/promises';
-import type { Deferred } from '../util/deferred';
 import { BlockMap } from './block-map';
 import type { EntryRecord, EntryState } from './cache-index';
 import { LazyFile } from './lazy-file';
@@ -26,6 +25,13 @@ export interface PersistedState {
   /** The CRC32C of each block, 4 bytes a block in the host's byte order, valid where `crcBlocks` has its bit. */
   crcs?: Uint8Array;
   crcBlocks?: Uint8Array;
+}
+
+/** A block being fetched: `staged` settles once it is staged, `written(until)` once the object's bytes before `until` in it are on disk. */
+export interface InflightBlock {
+  readonly staged: Promise<void>;
+  written(until: number): Promise<void>;
+  isWritten(until: number): boolean;
 }
 
 export class StagedObject implements ObjectVersion {
@@ -52,7 +58,7 @@ export class StagedObject implements ObjectVersion {
   openHandles = 0;
   pinned: boolean;
   /** Blocks being fetched: readers of a block in flight wait on the same fetch. */
-  readonly inflight = new Map<number, Deferred>();
+  readonly inflight = new Map<number, InflightBlock>();
   activeFetches = 0;
   /** Blocks written since the last index snapshot: the file needs a datasync before recording them. */
   unsyncedBlocks = 0;
