@@ -49,6 +49,8 @@ class FetchProgress {
   private readonly blocks = new Map<number, Deferred>();
   private waiters: Array<{ until: number; deferred: Deferred }> = [];
   private failure: { error: unknown } | undefined;
+  /** Told when a reader starts waiting: bytes received but held back for a larger write are wanted now. */
+  onWaiter: (() => void) | undefined;
 
   constructor(
     readonly start: number,
@@ -93,7 +95,13 @@ class FetchProgress {
     if (this.failure) return Promise.reject(this.failure.error);
     const deferred = new Deferred();
     this.waiters.push({ until, deferred });
+    this.onWaiter?.();
     return deferred.promise;
+  }
+
+  /** Whether a reader waits for bytes before `offset`. */
+  waitsBefore(offset: number): boolean {
+    return this.waiters.some((waiter) => waiter.until <= offset);
   }
 }
 
@@ -180,8 +188,10 @@ export class Fetcher {
 
 /**
  * Writes one checked body to the staging file. Chunks are kept as received and written in
- * order, one write in flight at a time, each taking every chunk received meanwhile. The CRC of
- * each block is computed from the chunks as they arrive; a block is staged once written whole.
+ * order, one write in flight at a time, each taking every chunk received meanwhile. A write
+ * starts once a block is received whole, or at once when a reader waits for bytes received:
+ * few writes when nobody waits, no delay when someone does. The CRC of each block is computed
+ * from the chunks as they arrive; a block is staged once written whole.
  */
 class BodyWriter {
   private received: number;
@@ -208,6 +218,7 @@ class BodyWriter {
     this.received = progress.start;
     this.crcBlock = first;
     this.nextStaged = first;
+    progress.onWaiter = () => this.writeIfWanted();
   }
 
   async write(body: AsyncIterable<Uint8Array>): Promise<void> {
@@ -221,15 +232,22 @@ class BodyWriter {
       this.hooks.fetched(chunk.length);
       this.unwritten.push(chunk);
       this.unwrittenBytes += chunk.length;
-      this.writing ??= this.drain();
+      this.writeIfWanted();
       while (this.unwrittenBytes > MAX_UNWRITTEN_BYTES && this.writing) await this.writing;
+      this.writeIfWanted();
       if (this.failure) throw this.failure;
     }
-    while (this.writing) await this.writing;
+    while (!this.failure && (this.writing || this.unwritten.length)) await (this.writing ??= this.drain());
     if (this.failure) throw this.failure;
     if (this.received < this.progress.end) {
       throw new StoreError('BadResponse', `${this.object.key}: the response ended early at byte ${this.received}`);
     }
+  }
+
+  /** Starts a write of what was received if a block is whole in it, a reader waits for it, or too much waits. */
+  private writeIfWanted(): void {
+    if (this.writing || !this.unwritten.length) return;
+    if (this.crcs.size || this.unwrittenBytes > MAX_UNWRITTEN_BYTES || this.progress.waitsBefore(this.received)) this.writing = this.drain();
   }
 
   private checksum(chunk: Buffer): void {
@@ -248,22 +266,21 @@ class BodyWriter {
     }
   }
 
-  /** Writes what was received, until nothing is left; a failure is kept for `write` to throw. */
+  /** Writes what was received so far; a failure is kept for `write` to throw. */
   private async drain(): Promise<void> {
     try {
-      while (this.unwritten.length && !this.failure) {
-        const chunks = this.unwritten;
-        const bytes = this.unwrittenBytes;
-        this.unwritten = [];
-        this.unwrittenBytes = 0;
-        await writeAll(this.file, chunks, bytes, this.progress.written);
-        this.written(this.progress.written + bytes);
-      }
+      const chunks = this.unwritten;
+      const bytes = this.unwrittenBytes;
+      this.unwritten = [];
+      this.unwrittenBytes = 0;
+      await writeAll(this.file, chunks, bytes, this.progress.written);
+      this.written(this.progress.written + bytes);
     } catch (err) {
       this.failure = err;
     } finally {
       this.writing = undefined;
     }
+    if (!this.failure) this.writeIfWanted();
   }
 
   private written(until: number): void {
