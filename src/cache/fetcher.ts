@@ -1,20 +1,25 @@
 /**
  * Faults blocks into staging files with ranged GETs. One GET covers a run of adjacent missing
- * blocks; its body is written block by block, and each block is marked staged (and its waiters
- * woken) only once its bytes are on disk. Readers of a block already in flight wait on that fetch.
- * The store checks responses and resumes broken bodies; a fetch that fails here is over.
+ * blocks; its body goes to the staging file chunk by chunk as it arrives (no copy: a write takes
+ * every chunk received since the last one), so a reader waits only for its own bytes, not for
+ * its whole block or GET. A block is marked staged (its CRC recorded, its space committed, its
+ * waiters woken) only once all its bytes are on disk. The store checks responses and resumes
+ * broken bodies; a fetch that fails here is over, and fails only the bytes it had not written.
  */
+import type { FileHandle } from 'node:fs/promises';
 import createDebug from 'debug';
 import { StoreError, errorMessage, isDiskFull } from '../errors';
 import type { ObjectStore } from '../store/object-store';
-import { BufferPool } from '../util/buffer-pool';
 import { crc32c } from '../util/crc32c';
 import { Deferred } from '../util/deferred';
 import type { Reservation } from './space-ledger';
 import type { StagedFiles } from './staged-files';
-import type { StagedObject } from './staged-object';
+import type { InflightBlock, StagedObject } from './staged-object';
 
 const debug = createDebug('stagefs:fetch');
+
+/** Bytes received but not yet written, at most, before a fetch stops reading its body for a while. */
+const MAX_UNWRITTEN_BYTES = 4 * 1024 * 1024;
 
 /** No cache space could be had (reservation refused, or the disk is full): serve by bypass. */
 export class NoCacheSpace extends Error {
@@ -32,97 +37,284 @@ export interface FetcherHooks {
   fetched(bytes: number): void;
 }
 
-/** Block buffers for the bytes of a GET until they are written: bytes of free ones kept. */
-const POOLED_BUFFER_BYTES = 16 * 1024 * 1024;
+export interface FetcherOptions {
+  /** GETs of fetches that readers wait for (`demand`), at most at once; more wait their turn. */
+  maxDemandFetches: number;
+}
+
+/** Who waits for the bytes of a fetch, and how far they are on disk. */
+class FetchProgress {
+  /** Bytes before this offset are on disk. */
+  written: number;
+  private readonly blocks = new Map<number, Deferred>();
+  private waiters: Array<{ until: number; deferred: Deferred }> = [];
+  private failure: { error: unknown } | undefined;
+  /** Told when a reader starts waiting: bytes received but held back for a larger write are wanted now. */
+  onWaiter: (() => void) | undefined;
+
+  constructor(
+    readonly start: number,
+    readonly end: number,
+  ) {
+    this.written = start;
+  }
+
+  block(block: number): InflightBlock {
+    const deferred = new Deferred();
+    this.blocks.set(block, deferred);
+    return { staged: deferred.promise, written: (until) => this.until(until), isWritten: (until) => until <= this.written };
+  }
+
+  blockStaged(block: number): void {
+    this.blocks.get(block)?.resolve();
+    this.blocks.delete(block);
+  }
+
+  advance(written: number): void {
+    this.written = written;
+    if (!this.waiters.length) return;
+    const still: typeof this.waiters = [];
+    for (const waiter of this.waiters) {
+      if (waiter.until <= written) waiter.deferred.resolve();
+      else still.push(waiter);
+    }
+    this.waiters = still;
+  }
+
+  /** Fails every waiter for bytes not yet written. */
+  fail(err: unknown): void {
+    this.failure = { error: err };
+    for (const deferred of this.blocks.values()) deferred.reject(err);
+    this.blocks.clear();
+    for (const waiter of this.waiters) waiter.deferred.reject(err);
+    this.waiters = [];
+  }
+
+  private until(until: number): Promise<void> {
+    if (until <= this.written) return Promise.resolve();
+    if (this.failure) return Promise.reject(this.failure.error);
+    const deferred = new Deferred();
+    this.waiters.push({ until, deferred });
+    this.onWaiter?.();
+    return deferred.promise;
+  }
+
+  /** Whether a reader waits for bytes before `offset`. */
+  waitsBefore(offset: number): boolean {
+    return this.waiters.some((waiter) => waiter.until <= offset);
+  }
+}
+
+/** A fair counting semaphore: each `take` resolves in turn as slots come back. */
+class Slots {
+  private used = 0;
+  private readonly queue: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async take(): Promise<void> {
+    if (this.used < this.limit) {
+      this.used++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.queue.push(resolve));
+  }
+
+  give(): void {
+    const next = this.queue.shift();
+    if (next) next();
+    else this.used--;
+  }
+}
 
 export class Fetcher {
-  private readonly buffers = new BufferPool(POOLED_BUFFER_BYTES);
+  private readonly demandSlots: Slots;
 
   constructor(
     private readonly store: ObjectStore,
     private readonly files: StagedFiles,
     private readonly hooks: FetcherHooks,
-  ) {}
+    options: FetcherOptions,
+  ) {
+    this.demandSlots = new Slots(options.maxDemandFetches);
+  }
 
   /**
-   * Starts fetching blocks first..last, which the caller found neither staged nor in flight.
-   * Returns when the fetch ends; waiters use the per-block promises in `object.inflight`.
+   * Starts fetching blocks first..last, which the caller found neither staged nor in flight;
+   * `demand` when a reader waits for them (such GETs are capped). Returns when the fetch ends;
+   * waiters use the blocks' entries in `object.inflight`.
    */
-  fetch(object: StagedObject, first: number, last: number): Promise<void> {
-    const waiters = new Map<number, Deferred>();
+  fetch(object: StagedObject, first: number, last: number, demand = false): Promise<void> {
+    const progress = new FetchProgress(object.blockStart(first), object.blockStart(first) + object.spanLength(first, last));
+    const entries = new Map<number, InflightBlock>();
     for (let block = first; block <= last; block++) {
-      const deferred = new Deferred();
-      waiters.set(block, deferred);
-      object.inflight.set(block, deferred);
+      const entry = progress.block(block);
+      entries.set(block, entry);
+      object.inflight.set(block, entry);
     }
     object.activeFetches++;
-    return this.run(object, first, last, waiters).finally(() => {
+    return this.run(object, first, progress, demand).finally(() => {
       object.activeFetches--;
-      for (const [block, deferred] of waiters) {
-        if (object.inflight.get(block) === deferred) object.inflight.delete(block);
+      for (const [block, entry] of entries) {
+        if (object.inflight.get(block) === entry) object.inflight.delete(block);
       }
     });
   }
 
-  private async run(object: StagedObject, first: number, last: number, waiters: Map<number, Deferred>): Promise<void> {
-    let next = first;
-    const reservation = this.hooks.reserve(object.spanLength(first, last));
+  private async run(object: StagedObject, first: number, progress: FetchProgress, demand: boolean): Promise<void> {
+    const reservation = this.hooks.reserve(progress.end - progress.start);
+    let slot = false;
     try {
-      if (!reservation) throw new NoCacheSpace(`no cache space for ${object.spanLength(first, last)} bytes`);
+      if (!reservation) throw new NoCacheSpace(`no cache space for ${progress.end - progress.start} bytes`);
+      if (demand) {
+        await this.demandSlots.take();
+        slot = true;
+      }
       const file = await object.openFile(this.files);
-      const start = object.blockStart(first);
-      const body = await this.store.getRange(object.key, start, start + object.spanLength(first, last), object.etag);
-      await this.stream(object, body, first, last, async (block, bytes) => {
-        const crc = crc32c(bytes);
-        await file.write(bytes, 0, bytes.length, object.blockStart(block));
-        reservation.commit(object.markStaged(block, crc));
-        this.hooks.staged(object);
-        next = block + 1;
-        waiters.get(block)?.resolve();
-      });
+      const body = await this.store.getRange(object.key, progress.start, progress.end, object.etag);
+      await new BodyWriter(object, file, first, progress, reservation, this.hooks).write(body);
     } catch (err) {
       const failure = isDiskFull(err) ? new NoCacheSpace(`cache disk full: ${errorMessage(err)}`) : err;
-      if (!(failure instanceof NoCacheSpace)) debug('%s: fetch of blocks %d..%d failed: %s', object.key, next, last, errorMessage(err));
-      for (let block = next; block <= last; block++) waiters.get(block)?.reject(failure);
+      if (!(failure instanceof NoCacheSpace)) {
+        debug('%s: fetch of [%d, %d) failed after %d bytes: %s', object.key, progress.start, progress.end, progress.written - progress.start, errorMessage(err));
+      }
+      progress.fail(failure);
     } finally {
+      if (slot) this.demandSlots.give();
       reservation?.release();
     }
   }
+}
 
-  /** Hands each complete block of `body` (blocks from..last) to `write`; a body of any other length fails. */
-  private async stream(
-    object: StagedObject,
-    body: AsyncIterable<Uint8Array>,
-    from: number,
-    last: number,
-    write: (block: number, bytes: Buffer) => Promise<void>,
-  ): Promise<void> {
-    let block = from;
-    const buffer = this.buffers.take(object.blockSize);
-    let length = object.blockLength(block);
-    let filled = 0;
-    try {
-      for await (const chunk of body) {
-        let offset = 0;
-        while (offset < chunk.length) {
-          if (block > last) throw new StoreError('BadResponse', `${object.key}: the store sent more bytes than asked`);
-          const take = Math.min(chunk.length - offset, length - filled);
-          buffer.set(chunk.subarray(offset, offset + take), filled);
-          filled += take;
-          offset += take;
-          this.hooks.fetched(take);
-          if (filled === length) {
-            await write(block, buffer.subarray(0, length));
-            block++;
-            length = block <= last ? object.blockLength(block) : 0;
-            filled = 0;
-          }
-        }
+/**
+ * Writes one checked body to the staging file. Chunks are kept as received and written in
+ * order, one write in flight at a time, each taking every chunk received meanwhile. A write
+ * starts once a block is received whole, or at once when a reader waits for bytes received:
+ * few writes when nobody waits, no delay when someone does. The CRC of each block is computed
+ * from the chunks as they arrive; a block is staged once written whole.
+ */
+class BodyWriter {
+  private received: number;
+  private unwritten: Buffer[] = [];
+  private unwrittenBytes = 0;
+  private writing: Promise<void> | undefined;
+  private failure: unknown;
+  /** The block whose CRC is being computed, its CRC so far and its bytes seen. */
+  private crcBlock: number;
+  private crc = 0;
+  private crcFilled = 0;
+  /** The next block to mark staged, and the CRCs of blocks received whole but not yet written. */
+  private nextStaged: number;
+  private readonly crcs = new Map<number, number>();
+
+  constructor(
+    private readonly object: StagedObject,
+    private readonly file: FileHandle,
+    first: number,
+    private readonly progress: FetchProgress,
+    private readonly reservation: Reservation,
+    private readonly hooks: FetcherHooks,
+  ) {
+    this.received = progress.start;
+    this.crcBlock = first;
+    this.nextStaged = first;
+    progress.onWaiter = () => this.writeIfWanted();
+  }
+
+  async write(body: AsyncIterable<Uint8Array>): Promise<void> {
+    for await (const received of body) {
+      const chunk = Buffer.isBuffer(received) ? received : Buffer.from(received.buffer, received.byteOffset, received.length);
+      if (this.received + chunk.length > this.progress.end) {
+        throw new StoreError('BadResponse', `${this.object.key}: the store sent more bytes than asked`);
       }
-    } finally {
-      this.buffers.give(buffer);
+      this.checksum(chunk);
+      this.received += chunk.length;
+      this.hooks.fetched(chunk.length);
+      this.unwritten.push(chunk);
+      this.unwrittenBytes += chunk.length;
+      this.writeIfWanted();
+      while (this.unwrittenBytes > MAX_UNWRITTEN_BYTES && this.writing) await this.writing;
+      this.writeIfWanted();
+      if (this.failure) throw this.failure;
     }
-    if (block <= last) throw new StoreError('BadResponse', `${object.key}: the response ended early at block ${block}`);
+    while (!this.failure && (this.writing || this.unwritten.length)) await (this.writing ??= this.drain());
+    if (this.failure) throw this.failure;
+    if (this.received < this.progress.end) {
+      throw new StoreError('BadResponse', `${this.object.key}: the response ended early at byte ${this.received}`);
+    }
+  }
+
+  /** Starts a write of what was received if a block is whole in it, a reader waits for it, or too much waits. */
+  private writeIfWanted(): void {
+    if (this.writing || !this.unwritten.length) return;
+    if (this.crcs.size || this.unwrittenBytes > MAX_UNWRITTEN_BYTES || this.progress.waitsBefore(this.received)) this.writing = this.drain();
+  }
+
+  private checksum(chunk: Buffer): void {
+    let offset = 0;
+    while (offset < chunk.length) {
+      const take = Math.min(chunk.length - offset, this.object.blockLength(this.crcBlock) - this.crcFilled);
+      this.crc = crc32c(chunk.subarray(offset, offset + take), this.crc);
+      this.crcFilled += take;
+      offset += take;
+      if (this.crcFilled === this.object.blockLength(this.crcBlock)) {
+        this.crcs.set(this.crcBlock, this.crc);
+        this.crcBlock++;
+        this.crc = 0;
+        this.crcFilled = 0;
+      }
+    }
+  }
+
+  /** Writes what was received so far; a failure is kept for `write` to throw. */
+  private async drain(): Promise<void> {
+    try {
+      const chunks = this.unwritten;
+      const bytes = this.unwrittenBytes;
+      this.unwritten = [];
+      this.unwrittenBytes = 0;
+      await writeAll(this.file, chunks, bytes, this.progress.written);
+      this.written(this.progress.written + bytes);
+    } catch (err) {
+      this.failure = err;
+    } finally {
+      this.writing = undefined;
+    }
+    if (!this.failure) this.writeIfWanted();
+  }
+
+  private written(until: number): void {
+    const { object } = this;
+    while (this.crcs.has(this.nextStaged) && object.blockStart(this.nextStaged) + object.blockLength(this.nextStaged) <= until) {
+      const block = this.nextStaged++;
+      this.reservation.commit(object.markStaged(block, this.crcs.get(block)));
+      this.crcs.delete(block);
+      this.hooks.staged(object);
+      this.progress.blockStaged(block);
+    }
+    this.progress.advance(until);
   }
 }
 
+/** Writes `chunks` (`bytes` in all) at `position`, however many calls it takes. */
+async function writeAll(file: FileHandle, chunks: Buffer[], bytes: number, position: number): Promise<void> {
+  let done = 0;
+  while (done < bytes) {
+    const rest = done === 0 ? chunks : remainder(chunks, done);
+    const { bytesWritten } = await file.writev(rest, position + done);
+    if (bytesWritten <= 0) throw new Error(`writing the staging file: ${bytesWritten} bytes written`);
+    done += bytesWritten;
+  }
+}
+
+function remainder(chunks: Buffer[], skip: number): Buffer[] {
+  const rest: Buffer[] = [];
+  for (const chunk of chunks) {
+    if (skip >= chunk.length) skip -= chunk.length;
+    else {
+      rest.push(skip ? chunk.subarray(skip) : chunk);
+      skip = 0;
+    }
+  }
+  return rest;
+}

@@ -4,7 +4,6 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { StoreChecksum } from '../store/object-store';
-import type { Deferred } from '../util/deferred';
 import { BlockMap } from './block-map';
 import type { EntryRecord, EntryState } from './cache-index';
 import { LazyFile } from './lazy-file';
@@ -31,6 +30,13 @@ export interface PersistedState {
   crcBlocks?: Uint8Array;
 }
 
+/** A block being fetched: `staged` settles once it is staged, `written(until)` once the object's bytes before `until` in it are on disk. */
+export interface InflightBlock {
+  readonly staged: Promise<void>;
+  written(until: number): Promise<void>;
+  isWritten(until: number): boolean;
+}
+
 export class StagedObject implements ObjectVersion {
   private entryId: string;
   readonly bucket: string;
@@ -55,7 +61,7 @@ export class StagedObject implements ObjectVersion {
   openHandles = 0;
   pinned: boolean;
   /** Blocks being fetched: readers of a block in flight wait on the same fetch. */
-  readonly inflight = new Map<number, Deferred>();
+  readonly inflight = new Map<number, InflightBlock>();
   activeFetches = 0;
   /** Blocks written since the last index snapshot: the file needs a datasync before recording them. */
   unsyncedBlocks = 0;

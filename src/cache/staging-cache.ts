@@ -36,6 +36,9 @@ const MAX_REQUEST_BYTES = 8 * 1024 * 1024;
 const MAX_READAHEAD_BYTES = 64 * 1024 * 1024;
 const MAX_READAHEAD_FETCHES = 8;
 const MAX_PREFETCH_FETCHES = 4;
+/** GETs that readers wait for, at most at once: enough to keep the store busy, few enough to bound what they reserve. */
+const MIN_DEMAND_FETCHES = 4;
+const MAX_DEMAND_FETCHES = 16;
 /**
  * Most unchecked bytes an open waits to have checked before handing a file to the kernel (a
  * tenth of a second or so); a larger file is checked in the background and handed over at a
@@ -134,7 +137,7 @@ export class StagingCache {
         this.digests.advance(object);
       },
       fetched: (bytes) => this.count('bytesFetched', bytes),
-    });
+    }, { maxDemandFetches: demandFetchLimit(config) });
     this.digests = new ObjectDigests(files, { mismatch: (object) => this.dropStaged(object) });
     this.evictor = new Evictor({
       config,
@@ -211,7 +214,7 @@ export class StagingCache {
     const window = handle.readahead.onRead(position, end);
     this.count('misses', 1);
     const startsFetches = this.hasUnrequested(object, first, last);
-    const staging = this.stage(object, first, last);
+    const staging = this.stage(object, first, last, end);
     if (window) {
       // A read that starts GETs of its own gets the store to itself until they land: readahead
       // sharing the bandwidth would delay the bytes the reader waits for (time to first byte).
@@ -221,7 +224,7 @@ export class StagingCache {
     try {
       await staging;
       // Blocks of the range staged before this mount are checked too; a bad one is fetched again.
-      while (!(await this.verifyStaged(object, first, last))) await this.stage(object, first, last);
+      while (!(await this.verifyStaged(object, first, last, end))) await this.stage(object, first, last, end);
     } catch (err) {
       if (!(err instanceof NoCacheSpace)) throw err;
       this.count('bypassedReads', 1);
@@ -489,21 +492,25 @@ export class StagingCache {
     return false;
   }
 
-  /** Stages blocks first..last: starts fetches for the missing ones and waits for all of them. */
-  private async stage(object: StagedObject, first: number, last: number): Promise<void> {
+  /**
+   * Stages blocks first..last: starts fetches for the missing ones and waits for all of them,
+   * or, for a reader of the bytes before `readEnd`, only until those bytes are on disk.
+   */
+  private async stage(object: StagedObject, first: number, last: number, readEnd?: number): Promise<void> {
     let runStart = -1;
     for (let block = first; block <= last + 1; block++) {
       const missing = block <= last && !object.blocks.has(block) && !object.inflight.has(block);
       if (missing && runStart < 0) runStart = block;
       if (!missing && runStart >= 0) {
-        void this.fetcher.fetch(object, runStart, block - 1);
+        void this.fetcher.fetch(object, runStart, block - 1, readEnd !== undefined);
         runStart = -1;
       }
     }
     const waits: Promise<void>[] = [];
     for (let block = first; block <= last; block++) {
       const inflight = object.inflight.get(block);
-      if (inflight) waits.push(inflight.promise);
+      if (!inflight) continue;
+      waits.push(readEnd === undefined ? inflight.staged : inflight.written(Math.min(readEnd, object.blockStart(block) + object.blockLength(block))));
     }
     await Promise.all(waits);
   }
@@ -534,15 +541,22 @@ export class StagingCache {
 
   /**
    * Checks the staged blocks first..last not yet verified in this mount, dropping bad ones.
-   * True when every block of the range is staged and verified.
+   * True when every block of the range is staged and verified, or, for a reader of the bytes
+   * before `readEnd`, being fetched with those bytes on disk already (bytes of a checked
+   * response, written by the fetch, which alone writes that block until it ends).
    */
-  private async verifyStaged(object: StagedObject, first: number, last: number): Promise<boolean> {
+  private async verifyStaged(object: StagedObject, first: number, last: number, readEnd?: number): Promise<boolean> {
     if (object.verified.hasAll(first, last)) return true;
     const { fd } = await object.openFile(this.files);
     let good = true;
     for (let block = first; block <= last; block++) {
       if (object.verified.has(block)) continue;
-      if (!object.blocks.has(block) || this.checkBlock(object, fd, block) === 'bad') good = false;
+      if (object.blocks.has(block)) {
+        if (this.checkBlock(object, fd, block) === 'bad') good = false;
+        continue;
+      }
+      const inflight = readEnd === undefined ? undefined : object.inflight.get(block);
+      if (!inflight?.isWritten(Math.min(readEnd!, object.blockStart(block) + object.blockLength(block)))) good = false;
     }
     return good;
   }
@@ -738,4 +752,9 @@ export class StagingCache {
     await this.index.put(record);
     if (object.openHandles === 0 && object.activeFetches === 0 && object.fileIsOpen) await object.closeFile();
   }
+}
+
+/** How many GETs readers may wait for at once, from the cache's size: each reserves its blocks. */
+function demandFetchLimit(config: CacheConfig): number {
+  return Math.max(MIN_DEMAND_FETCHES, Math.min(MAX_DEMAND_FETCHES, Math.floor(config.capacityBytes / (64 * config.blockSize))));
 }

@@ -1,11 +1,12 @@
 /**
  * Ranged reads that are checked and resumed: the read path's one retry policy.
  *
- * The SDK retries a request that fails before it has a response (connection errors, 5xx,
- * SlowDown). What it cannot see is decided here: a response that is not the one asked for (its
- * status, Content-Range, Content-Length or ETag differ) is never data, and a body that breaks off
- * or ends short is resumed with a new GET from the first byte not yet delivered, with the same
- * If-Match. The caller gets exactly the bytes asked for, in order, once each, or an error.
+ * Ranged GETs do not go through the SDK (see range-client.ts): every retry of one is decided
+ * here. A request that fails before it has a response (connection errors, timeouts, 5xx,
+ * SlowDown) is sent again; a response that is not the one asked for (its status, Content-Range,
+ * Content-Length or ETag differ) is never data; a body that breaks off or ends short is resumed
+ * with a new GET from the first byte not yet delivered, with the same If-Match. The caller gets
+ * exactly the bytes asked for, in order, once each, or an error.
  */
 import { StoreError } from '../errors';
 import { sleep } from '../util/deferred';
@@ -48,10 +49,17 @@ export type OpenRange = (start: number, end: number) => Promise<RangeBody>;
 /** Whether another GET may succeed where this attempt failed. */
 function isRetryable(err: unknown, signal: AbortSignal | undefined): boolean {
   if (signal?.aborted) return false;
-  // The SDK has retried failed requests already; only what it cannot see is retried here.
-  if (err instanceof StoreError) return err.kind === 'BadResponse';
+  if (err instanceof StoreError) return err.kind === 'BadResponse' || isTransient(err);
   // Anything a body throws while it streams (reset, premature close, socket timeout).
   return true;
+}
+
+/** A failure of the request rather than of what it asked for: the connection, a timeout, a 5xx or throttling answer. */
+function isTransient(err: StoreError): boolean {
+  if (err.kind === 'Unreachable' || err.kind === 'Timeout') return true;
+  if (err.kind !== 'Server') return false;
+  const status = (err.cause as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode;
+  return status === undefined || status >= 500 || status === 429;
 }
 
 /** The bytes [start, end) from responses of `open`, resumed where a broken one stopped. */

@@ -28,13 +28,14 @@ t.test('block map', async (t) => {
 
 t.test('readahead grows on sequential reads and collapses on random ones', async (t) => {
   const ra = new Readahead({ initialBytes: 2048, maxBytes: 16384 });
-  t.equal(ra.onRead(0, 1024), 2048, 'a read at 0 starts a stream');
-  t.equal(ra.onRead(1024, 2048), 4096);
-  t.equal(ra.onRead(2048, 3072), 8192);
-  t.equal(ra.onRead(3072, 4096), 16384);
+  t.equal(ra.onRead(0, 1024), 0, 'a small first read starts no readahead');
+  t.equal(ra.onRead(1024, 2048), 2048, 'the next read after it starts the stream');
+  t.equal(ra.onRead(2048, 3072), 8192, 'and it grows fast');
+  t.equal(ra.onRead(3072, 4096), 16384, 'capped');
   t.equal(ra.onRead(4096, 5120), 16384, 'capped');
   t.equal(ra.onRead(50_000_000, 50_001_024), 0, 'a far jump is random');
   t.equal(ra.onRead(50_001_024, 50_002_048), 2048, 'and a new stream starts from there');
+  t.equal(new Readahead({ initialBytes: 2048, maxBytes: 16384 }).onRead(0, 128 * 1024), 2048, 'a first read of 128 KiB at 0 starts a stream');
 });
 
 t.test('space ledger', async (t) => {

@@ -1,0 +1,92 @@
+/**
+ * The cold read path: a READ is answered once its own bytes are on disk, not when its block or
+ * GET ends; a handle's first small read starts no readahead; GETs that readers wait for are capped.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import t, { type Test } from 'tap';
+import { startFaultProxy } from '../helpers/fault-proxy';
+import { cacheStatus, mountThrough, wrongBytes, type CacheStatus } from '../helpers/fault-reads';
+import { randomData } from '../helpers/files';
+import { engineTest, mountS3, type TestMount } from '../helpers/mount';
+import { startS3 } from '../helpers/s3';
+
+const MiB = 1024 * 1024;
+/** Longer than any test runs: a stalled body stays stalled until the proxy stops. */
+const HELD_MS = 15 * 60_000;
+/** GETs readers may wait for at once in a cache under 256 MiB (see demandFetchLimit). */
+const SMALL_CACHE_DEMAND_FETCHES = 4;
+
+async function openFile(t: Test, path: string): Promise<FileHandle> {
+  const file = await open(path, 'r');
+  t.teardown(() => file.close().catch(() => undefined));
+  return file;
+}
+
+async function readHead(file: FileHandle, length: number): Promise<Buffer> {
+  const buffer = Buffer.alloc(length);
+  const { bytesRead } = await file.read(buffer, 0, length, 0);
+  return buffer.subarray(0, bytesRead);
+}
+
+/** The status the mount records, once at least `staged` bytes are staged and nothing is reserved (or after 20 s). */
+async function stagedStatus(mount: TestMount, staged: number): Promise<CacheStatus> {
+  for (let tries = 0; ; tries++) {
+    const status = await cacheStatus(mount);
+    if ((status.stagedBytes >= staged && status.reservedBytes === 0) || tries >= 200) return status;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+engineTest(t, 'a read of the first bytes of a block is answered while the rest of its GET is held back', async (t, engine) => {
+  const s3 = await startS3(t);
+  const proxy = await startFaultProxy(t, s3);
+  const data = randomData(4 * MiB);
+  await s3.store.put('vm/boot.img', data);
+  const mount = await mountThrough(t, s3, proxy, engine);
+  await proxy.set([{ fault: { kind: 'stall', at: 0.5, ms: HELD_MS }, match: { keyPrefix: 'vm/' }, count: 1 }]);
+  const file = await openFile(t, mount.path('vm/boot.img'));
+  t.equal(wrongBytes(await readHead(file, 4096), data.subarray(0, 4096)), 0, 'the first 4 KiB read right');
+  t.equal(await proxy.injected('stall'), 1, 'while the body of their GET stays stalled halfway through the block');
+  t.equal((await cacheStatus(mount)).stagedBytes, 0, 'and that block is not staged');
+});
+
+engineTest(t, "a handle's first small read starts no readahead", async (t, engine) => {
+  const s3 = await startS3(t);
+  const data = randomData(16 * MiB);
+  await s3.store.put('vm/disk.img', data);
+  const mount = await mountS3(t, s3, { engine, args: ['--block-size', '1MiB'] });
+  const file = await openFile(t, mount.path('vm/disk.img'));
+  t.equal(wrongBytes(await readHead(file, 4096), data.subarray(0, 4096)), 0, 'the first 4 KiB read right');
+  const status = await stagedStatus(mount, MiB);
+  t.equal(status.stagedBytes, MiB, 'once its block is staged and nothing is reserved, that block is all there is');
+  t.equal(s3.gets('vm/disk.img').length, 1, 'one GET was sent');
+});
+
+engineTest(t, 'GETs that readers wait for are capped; the rest wait their turn', async (t, engine) => {
+  const s3 = await startS3(t);
+  const proxy = await startFaultProxy(t, s3);
+  const files = Array.from({ length: SMALL_CACHE_DEMAND_FETCHES + 2 }, (_, i) => [`vm/f${i}.img`, randomData(2 * MiB)] as const);
+  for (const [key, data] of files) await s3.store.put(key, data);
+  const mount = await mountThrough(t, s3, proxy, engine, ['--cache-size', '100MiB', '--block-size', '1MiB']);
+  // Every body stalls halfway through its first block: a GET holds its place until the proxy stops.
+  await proxy.set([{ fault: { kind: 'stall', at: 0.5, ms: HELD_MS }, match: { keyPrefix: 'vm/' } }]);
+  const handles = await Promise.all(files.map(([key]) => openFile(t, mount.path(key))));
+  let answered = 0;
+  let enough!: () => void;
+  const capAnswered = new Promise<void>((resolve) => (enough = resolve));
+  const reads = handles.map((file, i) =>
+    readHead(file, 4096).then((head) => {
+      if (++answered === SMALL_CACHE_DEMAND_FETCHES) enough();
+      return wrongBytes(head, files[i][1].subarray(0, 4096));
+    }),
+  );
+  await capAnswered;
+  const fetched = new Set((await proxy.stats()).injected.map((fault) => fault.url)).size;
+  t.equal(fetched, SMALL_CACHE_DEMAND_FETCHES, `${SMALL_CACHE_DEMAND_FETCHES} files were read: their GETs, stalled, hold every place; no other file's GET was sent`);
+  // Stalled GETs end with the proxy; the reads that waited then fail or succeed, never with wrong bytes.
+  await proxy.stop();
+  const results = await Promise.allSettled(reads);
+  const wrong = results.reduce((sum, r) => sum + (r.status === 'fulfilled' ? r.value : 0), 0);
+  t.equal(wrong, 0, 'no wrong byte');
+  t.ok(results.filter((r) => r.status === 'fulfilled').length >= SMALL_CACHE_DEMAND_FETCHES, 'the reads answered while the GETs stalled stay answered');
+});
