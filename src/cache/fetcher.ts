@@ -162,14 +162,16 @@ export class Fetcher {
   }
 
   private async run(object: StagedObject, first: number, progress: FetchProgress, demand: boolean): Promise<void> {
-    const reservation = this.hooks.reserve(progress.end - progress.start);
     let slot = false;
+    let reservation: Reservation | undefined;
     try {
-      if (!reservation) throw new NoCacheSpace(`no cache space for ${progress.end - progress.start} bytes`);
+      // The slot first: a fetch waiting its turn holds no cache space that other reads could use.
       if (demand) {
         await this.demandSlots.take();
         slot = true;
       }
+      reservation = this.hooks.reserve(progress.end - progress.start);
+      if (!reservation) throw new NoCacheSpace(`no cache space for ${progress.end - progress.start} bytes`);
       const file = await object.openFile(this.files);
       const body = await this.store.getRange(object.key, progress.start, progress.end, object.etag);
       await new BodyWriter(object, file, first, progress, reservation, this.hooks).write(body);
