@@ -54,12 +54,17 @@ t.test('reads of staged ranges are served in C while the file is partly staged',
   const first = Buffer.alloc(4096);
   await file.read(first, 0, 4096, 5 * MiB);
   t.same(first, data.subarray(5 * MiB, 5 * MiB + 4096), 'a cold read');
+  // The read is answered once its own bytes are on disk; the block is staged when all of it is.
+  const deadline = Date.now() + 30_000;
+  while ((await status(mount.cacheDir)).stagedBytes < MiB && Date.now() < deadline) await sleep(100);
   const gets = s3.gets('vol/part.raw').length;
   dropPageCache();
   const again = Buffer.alloc(4096);
   await file.read(again, 0, 4096, 5 * MiB + 8192);
   t.same(again, data.subarray(5 * MiB + 8192, 5 * MiB + 12288), 'a read of the same staged block');
-  t.equal(s3.gets('vol/part.raw').length, gets, 'needs no GET');
+  // A second read in sequence may start readahead past the block, never a GET of it.
+  const starts = s3.gets('vol/part.raw').slice(gets).map((get) => Number(/^bytes=(\d+)-/.exec(get.range ?? '')?.[1]));
+  t.ok(starts.every((start) => start >= 6 * MiB), `needs no GET of that block (GETs since: ${starts.join(', ') || 'none'})`);
   const report = await status(mount.cacheDir);
   t.ok(report.counters.hits >= 1, 'and counts as a hit (told by the C side)');
 });
