@@ -10,6 +10,7 @@ import type { FileHandle } from 'node:fs/promises';
 import createDebug from 'debug';
 import { StoreError, errorMessage, isDiskFull } from '../errors';
 import type { ObjectStore } from '../store/object-store';
+import { ByteBudget } from '../util/byte-budget';
 import { crc32c } from '../util/crc32c';
 import { Deferred } from '../util/deferred';
 import type { Reservation } from './space-ledger';
@@ -105,30 +106,9 @@ class FetchProgress {
   }
 }
 
-/** A fair counting semaphore: each `take` resolves in turn as slots come back. */
-class Slots {
-  private used = 0;
-  private readonly queue: Array<() => void> = [];
-
-  constructor(private readonly limit: number) {}
-
-  async take(): Promise<void> {
-    if (this.used < this.limit) {
-      this.used++;
-      return;
-    }
-    await new Promise<void>((resolve) => this.queue.push(resolve));
-  }
-
-  give(): void {
-    const next = this.queue.shift();
-    if (next) next();
-    else this.used--;
-  }
-}
-
 export class Fetcher {
-  private readonly demandSlots: Slots;
+  /** GETs readers wait for, one unit each: a fair queue for the slots. */
+  private readonly demandSlots: ByteBudget;
 
   constructor(
     private readonly store: ObjectStore,
@@ -136,7 +116,7 @@ export class Fetcher {
     private readonly hooks: FetcherHooks,
     options: FetcherOptions,
   ) {
-    this.demandSlots = new Slots(options.maxDemandFetches);
+    this.demandSlots = new ByteBudget(options.maxDemandFetches);
   }
 
   /**
@@ -167,7 +147,7 @@ export class Fetcher {
     try {
       // The slot first: a fetch waiting its turn holds no cache space that other reads could use.
       if (demand) {
-        await this.demandSlots.take();
+        await this.demandSlots.acquire(1);
         slot = true;
       }
       reservation = this.hooks.reserve(progress.end - progress.start);
@@ -182,7 +162,7 @@ export class Fetcher {
       }
       progress.fail(failure);
     } finally {
-      if (slot) this.demandSlots.give();
+      if (slot) this.demandSlots.release(1);
       reservation?.release();
     }
   }
