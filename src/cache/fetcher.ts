@@ -267,7 +267,7 @@ class BodyWriter {
 
   private written(until: number): void {
     const { object } = this;
-    while (this.crcs.has(this.nextStaged) && object.blockStart(this.nextStaged) + object.blockLength(this.nextStaged) <= until) {
+    while (this.crcs.has(this.nextStaged) && object.blockEnd(this.nextStaged) <= until) {
       const block = this.nextStaged++;
       this.reservation.commit(object.markStaged(block, this.crcs.get(block)));
       this.crcs.delete(block);

@@ -80,7 +80,7 @@ export class ObjectDigests {
     const from = pass.next;
     while (pass.next < object.blocks.blockCount && object.blocks.has(pass.next)) pass.next++;
     if (pass.next > from) {
-      const [start, end] = [object.blockStart(from), object.blockStart(pass.next - 1) + object.blockLength(pass.next - 1)];
+      const [start, end] = [object.blockStart(from), object.blockEnd(pass.next - 1)];
       const algorithms = Object.keys(pass.expected) as DigestAlgorithm[];
       this.post({ kind: 'update', job: pass.job, algorithms, path: this.files.pathOf(object.fileName), start, end });
     }

@@ -134,6 +134,11 @@ export class StagedObject implements ObjectVersion {
     return Math.min(this.blockSize, this.size - block * this.blockSize);
   }
 
+  /** The offset just past the block's last byte. */
+  blockEnd(block: number): number {
+    return Math.min(this.size, (block + 1) * this.blockSize);
+  }
+
   /** Bytes from the start of `first` to the end of `last`. */
   spanLength(first: number, last: number): number {
     return Math.min(this.size, (last + 1) * this.blockSize) - first * this.blockSize;

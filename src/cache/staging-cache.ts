@@ -334,7 +334,7 @@ export class StagingCache {
     const id = entryId(version.bucket, version.key, version.etag);
     const object = new StagedObject(version, this.config.blockSize, { file: newFileName(id), blocks: new Uint8Array(0), lastAccess: this.now(), pinned: false });
     for (let block = 0; block < object.blocks.blockCount; block++) {
-      if (isStaged(object.blockStart(block), object.blockStart(block) + object.blockLength(block))) object.markStaged(block);
+      if (isStaged(object.blockStart(block), object.blockEnd(block))) object.markStaged(block);
     }
     const existing = this.entries.get(id);
     // An entry in use keeps its file; so does one holding at least as much of the object.
@@ -510,7 +510,7 @@ export class StagingCache {
     for (let block = first; block <= last; block++) {
       const inflight = object.inflight.get(block);
       if (!inflight) continue;
-      waits.push(readEnd === undefined ? inflight.staged : inflight.written(Math.min(readEnd, object.blockStart(block) + object.blockLength(block))));
+      waits.push(readEnd === undefined ? inflight.staged : inflight.written(Math.min(readEnd, object.blockEnd(block))));
     }
     await Promise.all(waits);
   }
@@ -556,7 +556,7 @@ export class StagingCache {
         continue;
       }
       const inflight = readEnd === undefined ? undefined : object.inflight.get(block);
-      if (!inflight?.isWritten(Math.min(readEnd!, object.blockStart(block) + object.blockLength(block)))) good = false;
+      if (!inflight?.isWritten(Math.min(readEnd!, object.blockEnd(block)))) good = false;
     }
     return good;
   }
