@@ -15,54 +15,12 @@
 #include <unistd.h>
 
 #include "crc32c.h"
+#include "fetch_addon.h"
+#include "js_values.h"
 #include "fuse_abi.h"
 #include "mount.h"
 #include "notify.h"
 #include "session.h"
-
-#define CHECK(call)                                                   \
-  do {                                                                \
-    if ((call) != napi_ok) {                                          \
-      napi_throw_error(env, NULL, "stagefs native: " #call " failed"); \
-      return NULL;                                                    \
-    }                                                                 \
-  } while (0)
-
-static napi_value throw_errno(napi_env env, int err, const char *message) {
-  napi_value code, text, error;
-  napi_create_string_utf8(env, strerror(err), NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, NULL, text, &error);
-  napi_value errno_value;
-  napi_create_int32(env, err, &errno_value);
-  napi_set_named_property(env, error, "errno", errno_value);
-  napi_throw(env, error);
-  return NULL;
-}
-
-static int get_string(napi_env env, napi_value object, const char *name, char *out, size_t size) {
-  napi_value value;
-  size_t length;
-  if (napi_get_named_property(env, object, name, &value) != napi_ok) return 0;
-  return napi_get_value_string_utf8(env, value, out, size, &length) == napi_ok && length > 0 && length < size - 1;
-}
-
-static int get_bool(napi_env env, napi_value object, const char *name) {
-  napi_value value;
-  bool result = false;
-  if (napi_get_named_property(env, object, name, &value) == napi_ok) napi_get_value_bool(env, value, &result);
-  return result;
-}
-
-static int64_t get_int(napi_env env, napi_value object, const char *name, int64_t fallback) {
-  napi_value value;
-  int64_t result = fallback;
-  napi_valuetype type;
-  if (napi_get_named_property(env, object, name, &value) == napi_ok && napi_typeof(env, value, &type) == napi_ok &&
-      type == napi_number)
-    napi_get_value_int64(env, value, &result);
-  return result;
-}
 
 static session *get_session(napi_env env, napi_value value) {
   session *s = NULL;
@@ -486,6 +444,7 @@ static napi_value js_crc32c(napi_env env, napi_callback_info info) {
 
 static napi_value init(napi_env env, napi_value exports) {
   crc32c(0, "", 0); /* builds its tables now, on one thread */
+  if (!fetch_addon_init(env, exports)) return NULL;
   napi_property_descriptor properties[] = {
       {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
       {"open", NULL, js_open, NULL, NULL, NULL, napi_default, NULL},

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the system packages stagefs needs at run time when they are missing:
-# fuse3 (fusermount3, the mount helper) and libfuse2 (the library fuse-native links).
+# fuse3 (fusermount3, the mount helper), libfuse2 (the library fuse-native links) and
+# libcurl4-openssl-dev (the headers the native addon's fetch threads build against).
 # Extra package names given as arguments (the benchmark's peers, the Ceph RGW of
 # scripts/rgw.sh, ...) are checked too. Recommended packages are left out: they would double
 # the Ceph install and nothing here needs them.
@@ -21,6 +22,7 @@ fi
 
 need fuse3
 need libfuse2
+need libcurl4-openssl-dev
 for extra in "$@"; do need "$extra"; done
 [ -z "$missing" ] && exit 0
 

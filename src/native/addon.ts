@@ -27,6 +27,62 @@ export interface SessionStats {
   fastReadBytes: number;
 }
 
+export type FetchPool = { readonly __fetchPool: unique symbol };
+export type FetchTransfer = { readonly __fetchTransfer: unique symbol };
+
+export const FETCH_EVENT_HEAD = 1;
+export const FETCH_EVENT_PROGRESS = 2;
+export const FETCH_EVENT_DONE = 3;
+
+/** How a transfer ended (native/fetch.h `fetch_outcome`). */
+export enum FetchOutcome {
+  Ok = 0,
+  Http = 1,
+  Network = 2,
+  Write = 3,
+  Refused = 4,
+  Cancelled = 5,
+  Short = 6,
+  Overrun = 7,
+}
+
+/** One event of a transfer; the head is given with HEAD and DONE, the outcome with DONE. */
+export interface FetchEvent {
+  kind: number;
+  id: number;
+  /** Bytes before this offset are on disk. */
+  written: number;
+  /** The CRC32Cs of the blocks completed since the last event, from block `firstDone` on. */
+  firstDone: number;
+  crcs?: Uint32Array;
+  status?: number;
+  contentRange?: string;
+  contentLength?: string;
+  etag?: string;
+  outcome?: FetchOutcome;
+  /** The CURLcode (Network) or errno (Write). */
+  code?: number;
+  /** libcurl's message (Network), or the start of an error answer's body (Http). */
+  text?: string;
+  /** The CRC of the block holding `written`, over its bytes before `written`: a resumed transfer goes on from it. */
+  crc?: number;
+  crcFilled?: number;
+}
+
+export interface FetchTransferSpec {
+  id: number;
+  url: string;
+  /** "Name: value" lines. */
+  headers: string[];
+  /** The file the body goes into, at the object's offsets (the pool writes through a dup of it). */
+  fd: number;
+  start: number;
+  end: number;
+  blockSize: number;
+  crc: number;
+  crcFilled: number;
+}
+
 export interface NativeAddon {
   mount(options: { mountpoint: string; source: string; allowOther: boolean; readOnly: boolean }): number;
   open(fd: number, options: { threads: number; passthrough: boolean }, onEvent: EventHandler): Session;
@@ -48,6 +104,16 @@ export interface NativeAddon {
   punchHole(fd: number, offset: number, length: number): void;
   /** The CRC32C of `bytes`, continuing from `crc` (hardware-assisted where the CPU can). */
   crc32c(bytes: Uint8Array, crc?: number): number;
+  /** A pool of threads running ranged GETs into files with libcurl (native/fetch.h). */
+  fetchOpen(options: { threads: number; connectTimeoutMs: number; idleTimeoutMs: number; caFile?: string }, onEvent: (event: FetchEvent) => void): FetchPool;
+  fetchStart(pool: FetchPool, spec: FetchTransferSpec): FetchTransfer;
+  /** Lets a transfer whose HEAD was posted write its body, or refuses it. */
+  fetchVerdict(transfer: FetchTransfer, accept: boolean): void;
+  /** Asks for a PROGRESS event once `offset` is written; returns the bytes written so far. */
+  fetchWatch(transfer: FetchTransfer, offset: number): number;
+  fetchCancel(transfer: FetchTransfer): void;
+  /** Cancels every transfer and stops the threads. */
+  fetchClose(pool: FetchPool): void;
 }
 
 /** STAGEFS_NATIVE_ADDON loads another build, such as the sanitizer build of native/test. */

@@ -1,0 +1,286 @@
+/*
+ * The fetch pool (fetch.h) for JavaScript:
+ *   fetchOpen({ threads, connectTimeoutMs, idleTimeoutMs, caFile? }, onEvent) -> pool
+ *   fetchStart(pool, { id, url, headers: string[], fd, start, end, blockSize, crc, crcFilled }) -> transfer
+ *   fetchVerdict(transfer, accept), fetchWatch(transfer, offset) -> written, fetchCancel(transfer)
+ *   fetchClose(pool)
+ * onEvent gets one object per event: { kind, id, written, firstDone, crcs?, and for HEAD and
+ * DONE the head (status, contentRange, contentLength, etag), for DONE outcome, code, text, crc,
+ * crcFilled }.
+ */
+#define _GNU_SOURCE
+#include "fetch_addon.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "fetch.h"
+#include "js_values.h"
+
+#define MAX_HEADERS 32
+#define MAX_URL 16384
+#define MAX_HEADER_LINE 8192
+
+typedef struct js_pool {
+  fetch_pool *pool; /* NULL once closed */
+  napi_threadsafe_function events;
+} js_pool;
+
+static int post_event(void *context, fetch_event *event) {
+  js_pool *p = context;
+  return napi_call_threadsafe_function(p->events, event, napi_tsfn_nonblocking) == napi_ok ? 0 : 1;
+}
+
+static bool set_number(napi_env env, napi_value object, const char *name, double value) {
+  napi_value v;
+  return napi_create_double(env, value, &v) == napi_ok && napi_set_named_property(env, object, name, v) == napi_ok;
+}
+
+static bool set_string(napi_env env, napi_value object, const char *name, const char *value) {
+  napi_value v;
+  return napi_create_string_utf8(env, value ? value : "", NAPI_AUTO_LENGTH, &v) == napi_ok &&
+         napi_set_named_property(env, object, name, v) == napi_ok;
+}
+
+static bool event_object(napi_env env, fetch_event *event, napi_value *out) {
+  fetch_transfer *t = event->transfer;
+  napi_value object;
+  if (napi_create_object(env, &object) != napi_ok || !set_number(env, object, "kind", event->kind) ||
+      !set_number(env, object, "id", (double)t->id) || !set_number(env, object, "written", (double)event->written) ||
+      !set_number(env, object, "firstDone", (double)event->first_done))
+    return false;
+  if (event->done_count) {
+    void *data;
+    napi_value buffer, crcs;
+    if (napi_create_arraybuffer(env, event->done_count * sizeof(uint32_t), &data, &buffer) != napi_ok) return false;
+    memcpy(data, event->done_crcs, event->done_count * sizeof(uint32_t));
+    if (napi_create_typedarray(env, napi_uint32_array, event->done_count, buffer, 0, &crcs) != napi_ok ||
+        napi_set_named_property(env, object, "crcs", crcs) != napi_ok)
+      return false;
+  }
+  if (event->kind != FETCH_EVENT_PROGRESS) {
+    /* The head is settled: its thread waits for the verdict, or the transfer is over. */
+    if (!set_number(env, object, "status", (double)t->head.status) ||
+        !set_string(env, object, "contentRange", t->head.content_range) ||
+        !set_string(env, object, "contentLength", t->head.content_length) || !set_string(env, object, "etag", t->head.etag))
+      return false;
+  }
+  if (event->kind == FETCH_EVENT_DONE) {
+    if (!set_number(env, object, "outcome", event->outcome) || !set_number(env, object, "code", event->code) ||
+        !set_string(env, object, "text", event->text) || !set_number(env, object, "crc", event->crc) ||
+        !set_number(env, object, "crcFilled", (double)event->crc_filled))
+      return false;
+  }
+  *out = object;
+  return true;
+}
+
+static void call_js(napi_env env, napi_value callback, void *context, void *data) {
+  fetch_event *event = data;
+  if (env != NULL) {
+    napi_value argv[1], undefined;
+    if (napi_get_undefined(env, &undefined) != napi_ok || !event_object(env, event, &argv[0]) ||
+        napi_call_function(env, undefined, callback, 1, argv, NULL) != napi_ok) {
+      /* The transfer's waiters would hang on a lost HEAD: refuse it, so DONE follows. */
+      if (event->kind == FETCH_EVENT_HEAD) fetch_verdict(event->transfer, 0);
+      bool pending = false;
+      napi_value exception;
+      if (napi_is_exception_pending(env, &pending) == napi_ok && pending) napi_get_and_clear_last_exception(env, &exception);
+      fprintf(stderr, "stagefs native: a fetch event could not be handled\n");
+    }
+  }
+  fetch_event_free(event);
+}
+
+static void close_pool(js_pool *p) {
+  if (!p->pool) return;
+  fetch_pool_close(p->pool);
+  p->pool = NULL;
+  napi_release_threadsafe_function(p->events, napi_tsfn_release);
+}
+
+static void finalize_pool(napi_env env, void *data, void *hint) {
+  js_pool *p = data;
+  close_pool(p);
+  free(p);
+}
+
+static void finalize_transfer(napi_env env, void *data, void *hint) { fetch_transfer_release(data); }
+
+static js_pool *get_pool(napi_env env, napi_value value) {
+  js_pool *p = NULL;
+  if (napi_get_value_external(env, value, (void **)&p) != napi_ok || !p || !p->pool) {
+    napi_throw_error(env, NULL, "stagefs native: not an open fetch pool");
+    return NULL;
+  }
+  return p;
+}
+
+static fetch_transfer *get_transfer(napi_env env, napi_value value) {
+  fetch_transfer *t = NULL;
+  if (napi_get_value_external(env, value, (void **)&t) != napi_ok || !t) {
+    napi_throw_error(env, NULL, "stagefs native: not a fetch transfer");
+    return NULL;
+  }
+  return t;
+}
+
+static napi_value js_fetch_open(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], name, result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "fetchOpen: options and a callback are required");
+    return NULL;
+  }
+  char ca_file[4096];
+  fetch_options options = {
+      .threads = (int)get_int(env, argv[0], "threads", 8),
+      .connect_timeout_ms = (long)get_int(env, argv[0], "connectTimeoutMs", 5000),
+      .idle_timeout_ms = (long)get_int(env, argv[0], "idleTimeoutMs", 30000),
+      .ca_file = get_string(env, argv[0], "caFile", ca_file, sizeof(ca_file)) ? ca_file : NULL,
+  };
+  js_pool *p = calloc(1, sizeof(*p));
+  if (!p) return throw_errno(env, ENOMEM, "fetchOpen: out of memory");
+  if (napi_create_string_utf8(env, "stagefs-fetch", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &p->events) != napi_ok) {
+    free(p);
+    napi_throw_error(env, NULL, "fetchOpen: cannot create the event channel");
+    return NULL;
+  }
+  /* The pool's events must not keep the process alive on their own. */
+  napi_unref_threadsafe_function(env, p->events);
+  p->pool = fetch_pool_open(&options, post_event, p);
+  if (!p->pool) {
+    int err = errno;
+    napi_release_threadsafe_function(p->events, napi_tsfn_release);
+    free(p);
+    return throw_errno(env, err, "fetchOpen: cannot start fetch threads");
+  }
+  if (napi_create_external(env, p, finalize_pool, NULL, &result) != napi_ok) {
+    close_pool(p);
+    free(p);
+    napi_throw_error(env, NULL, "fetchOpen: cannot create the pool handle");
+    return NULL;
+  }
+  return result;
+}
+
+static napi_value js_fetch_start(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], list, result;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  js_pool *p = argc >= 2 ? get_pool(env, argv[0]) : NULL;
+  if (!p) return NULL;
+  char *url = malloc(MAX_URL);
+  char *lines = malloc((size_t)MAX_HEADERS * MAX_HEADER_LINE);
+  const char *headers[MAX_HEADERS];
+  uint32_t count = 0;
+  bool ok = url && lines && get_string(env, argv[1], "url", url, MAX_URL) &&
+            napi_get_named_property(env, argv[1], "headers", &list) == napi_ok &&
+            napi_get_array_length(env, list, &count) == napi_ok && count <= MAX_HEADERS;
+  for (uint32_t i = 0; ok && i < count; i++) {
+    napi_value line;
+    size_t length;
+    char *out = lines + (size_t)i * MAX_HEADER_LINE;
+    ok = napi_get_element(env, list, i, &line) == napi_ok &&
+         napi_get_value_string_utf8(env, line, out, MAX_HEADER_LINE, &length) == napi_ok && length < MAX_HEADER_LINE - 1;
+    headers[i] = out;
+  }
+  int64_t fd = get_int(env, argv[1], "fd", -1), start = get_int(env, argv[1], "start", -1),
+          end = get_int(env, argv[1], "end", -1), block_size = get_int(env, argv[1], "blockSize", 0),
+          crc = get_int(env, argv[1], "crc", 0), crc_filled = get_int(env, argv[1], "crcFilled", 0);
+  ok = ok && fd >= 0 && start >= 0 && end > start && block_size > 0 && crc >= 0 && crc <= UINT32_MAX && crc_filled >= 0 &&
+       (uint64_t)crc_filled == (uint64_t)start % (uint64_t)block_size;
+  if (!ok) {
+    free(url);
+    free(lines);
+    napi_throw_type_error(env, NULL, "fetchStart: url, headers, fd and a range that starts where its CRC ends are required");
+    return NULL;
+  }
+  int own_fd = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
+  fetch_transfer *t = own_fd < 0 ? NULL
+                                 : fetch_transfer_new((uint64_t)get_int(env, argv[1], "id", 0), url, headers, count, own_fd,
+                                                      (uint64_t)start, (uint64_t)end, (uint64_t)block_size, (uint32_t)crc,
+                                                      (uint64_t)crc_filled);
+  int err = own_fd < 0 ? errno : ENOMEM;
+  free(url);
+  free(lines);
+  if (!t) {
+    if (own_fd >= 0) close(own_fd);
+    return throw_errno(env, err, "fetchStart: cannot make the transfer");
+  }
+  if (napi_create_external(env, t, finalize_transfer, NULL, &result) != napi_ok) {
+    fetch_transfer_release(t);
+    napi_throw_error(env, NULL, "fetchStart: cannot create the transfer handle");
+    return NULL;
+  }
+  err = fetch_start(p->pool, t);
+  if (err) return throw_errno(env, err, "fetchStart: the pool is closing");
+  return result;
+}
+
+static napi_value js_fetch_verdict(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  bool accept = false;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  fetch_transfer *t = argc >= 2 ? get_transfer(env, argv[0]) : NULL;
+  if (!t) return NULL;
+  CHECK(napi_get_value_bool(env, argv[1], &accept));
+  fetch_verdict(t, accept);
+  return NULL;
+}
+
+static napi_value js_fetch_watch(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  int64_t offset;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  fetch_transfer *t = argc >= 2 ? get_transfer(env, argv[0]) : NULL;
+  if (!t) return NULL;
+  CHECK(napi_get_value_int64(env, argv[1], &offset));
+  CHECK(napi_create_double(env, (double)fetch_watch(t, offset > 0 ? (uint64_t)offset : 1), &result));
+  return result;
+}
+
+static napi_value js_fetch_cancel(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  fetch_transfer *t = argc >= 1 ? get_transfer(env, argv[0]) : NULL;
+  if (!t) return NULL;
+  fetch_cancel(t);
+  return NULL;
+}
+
+static napi_value js_fetch_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  js_pool *p = NULL;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1 || napi_get_value_external(env, argv[0], (void **)&p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "fetchClose: a fetch pool is required");
+    return NULL;
+  }
+  close_pool(p);
+  return NULL;
+}
+
+bool fetch_addon_init(napi_env env, napi_value exports) {
+  if (fetch_global_init() != 0) {
+    napi_throw_error(env, NULL, "stagefs native: libcurl did not initialise");
+    return false;
+  }
+  napi_property_descriptor properties[] = {
+      {"fetchOpen", NULL, js_fetch_open, NULL, NULL, NULL, napi_default, NULL},
+      {"fetchStart", NULL, js_fetch_start, NULL, NULL, NULL, napi_default, NULL},
+      {"fetchVerdict", NULL, js_fetch_verdict, NULL, NULL, NULL, napi_default, NULL},
+      {"fetchWatch", NULL, js_fetch_watch, NULL, NULL, NULL, napi_default, NULL},
+      {"fetchCancel", NULL, js_fetch_cancel, NULL, NULL, NULL, napi_default, NULL},
+      {"fetchClose", NULL, js_fetch_close, NULL, NULL, NULL, napi_default, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof(properties) / sizeof(properties[0]), properties) == napi_ok;
+}
