@@ -25,7 +25,14 @@ export interface StoreConfig extends BucketLocation {
   profile: string | undefined;
   /** CA certificates to trust instead of the built-in ones, and where that choice came from. */
   caBundle: { path: string; source: string } | undefined;
+  /**
+   * Who runs the read path's ranged GETs: the native addon's libcurl threads, writing bodies
+   * straight into staging files (the default where the addon has them), or JavaScript.
+   */
+  fetcher?: FetcherName;
 }
+
+export type FetcherName = 'native' | 'js';
 
 export interface CacheConfig {
   dir: string;
@@ -90,6 +97,7 @@ export interface MountOptions {
   uid?: string;
   gid?: string;
   engine?: string;
+  fetcher?: string;
   profile?: string;
   'ca-bundle'?: string;
   'log-file'?: string;
@@ -263,6 +271,10 @@ export function buildMountConfig(
   if (engine !== undefined && engine !== 'native' && engine !== 'fuse-native') {
     throw new UsageError(`--engine: '${engine}' is not an engine; choose native or fuse-native`);
   }
+  const fetcher = options.fetcher;
+  if (fetcher !== undefined && fetcher !== 'native' && fetcher !== 'js') {
+    throw new UsageError(`--fetcher: '${fetcher}' is not a fetcher; choose native or js`);
+  }
   const absoluteMountpoint = resolve(mountpoint);
   const dirName = mountDirName(location, absoluteMountpoint);
   const profile = profileName(options.profile, env);
@@ -275,6 +287,7 @@ export function buildMountConfig(
       pathStyle: options['path-style'] ?? needsPathStyle(endpoint),
       profile: options.profile,
       caBundle: caBundle(options['ca-bundle'], env, profile, settings.ca_bundle),
+      fetcher,
     },
     cache: buildCacheConfig(options, join(cacheRoot(env), dirName)),
     stateDir: resolve(options['state-dir'] ?? join(stateRoot(env), dirName)),

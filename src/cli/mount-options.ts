@@ -27,6 +27,7 @@ export const MOUNT_OPTIONS: OptionSpec = {
   uid: { type: 'string' },
   gid: { type: 'string' },
   engine: { type: 'string' },
+  fetcher: { type: 'string' },
   'log-file': { type: 'string' },
   metrics: { type: 'string' },
   'state-dir': { type: 'string' },

@@ -6,8 +6,8 @@ export const USAGE: Record<string, string> = {
     'usage: stagefs mount s3://BUCKET[/PREFIX] MOUNTPOINT [--endpoint URL] [--region R] [--path-style]\n' +
     '    [--cache-dir DIR] [--cache-size SIZE] [--block-size SIZE] [--metadata-ttl DURATION]\n' +
     '    [--read-only] [--foreground] [--allow-other] [--uid N] [--gid N] [--engine native|fuse-native]\n' +
-    '    [--max-age DURATION] [--sweep-interval DURATION] [--high-watermark N%] [--low-watermark N%]\n' +
-    '    [--read-memory SIZE] [--profile NAME] [--ca-bundle FILE] [--log-file FILE] [--metrics HOST:PORT]\n' +
+    '    [--fetcher native|js] [--max-age DURATION] [--sweep-interval DURATION] [--high-watermark N%]\n' +
+    '    [--low-watermark N%] [--read-memory SIZE] [--profile NAME] [--ca-bundle FILE] [--log-file FILE] [--metrics HOST:PORT]\n' +
     '    [--state-dir DIR] [-o OPTION,...]\n' +
     '       mount -t fuse.stagefs s3://BUCKET[/PREFIX] MOUNTPOINT [-o OPTION,...]',
   unmount: 'usage: stagefs unmount MOUNTPOINT',
@@ -48,6 +48,8 @@ mount uploads them first).
   --uid N, --gid N        owner shown for every file (default: the mounting user)
   --engine E              native (C engine: staged reads in C, kernel passthrough) or
                           fuse-native (portable); default native where it loads
+  --fetcher F             who runs ranged GETs: native (libcurl threads writing straight into the
+                          cache) or js; default native where the addon loads
   --log-file FILE         log here instead of stderr; SIGHUP reopens it (default without
                           --foreground: CACHE_DIR/stagefs.log)
   --metrics HOST:PORT     serve Prometheus metrics at http://HOST:PORT/metrics (off by default)

@@ -118,6 +118,7 @@ export async function startMount(config: MountConfig, manager: ServiceManager = 
   try {
     const metrics = new MountMetrics();
     const store = new S3Store(config.store, metrics);
+    cleanups.push(() => store.close());
     try {
       await store.checkAccess(config.store.prefix);
     } catch (err) {

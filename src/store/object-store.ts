@@ -40,6 +40,25 @@ export interface ListOptions {
   maxKeys?: number;
 }
 
+/** Where writeRange puts a range's bytes, and who hears of them. */
+export interface RangeTarget {
+  fd: number;
+  /** Blocks start at multiples of this; the CRC32C of each is computed as it is written. */
+  blockSize: number;
+  /**
+   * Bytes before `written` are on disk; `crcs` are the CRC32Cs of the blocks from `firstBlock`
+   * on that were completed since the last call (a block once, whatever retries it took).
+   */
+  progress(written: number, firstBlock: number, crcs: Uint32Array | undefined): void;
+}
+
+export interface RangeWrite {
+  /** Settles once every byte is written, or rejects as getRange would. */
+  readonly done: Promise<void>;
+  /** A reader waits for the bytes before `offset`: progress is told as soon as they are written. */
+  want(offset: number): void;
+}
+
 export interface ObjectStore {
   /** A human description such as "s3://bucket at http://127.0.0.1:9000", for messages. */
   readonly description: string;
@@ -59,6 +78,13 @@ export interface ObjectStore {
    * mixes two versions.
    */
   getRange(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+
+  /**
+   * The same bytes as getRange, with the same checks, resumes and errors, written straight into
+   * `target.fd` at the object's offsets by a store that can do so off the JavaScript thread;
+   * absent where it cannot (use getRange). `start` is on a block boundary of `target.blockSize`.
+   */
+  writeRange?(key: string, start: number, end: number, etag: string, target: RangeTarget): RangeWrite;
 
   /** Stores `body` whole under `key`; returns the new object's info. */
   put(key: string, body: Uint8Array, metadata?: Record<string, string>): Promise<ObjectInfo>;

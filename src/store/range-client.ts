@@ -42,6 +42,13 @@ export class StoreHttpError extends Error {
   }
 }
 
+export interface SignedGet {
+  /** The bucket's endpoint; `path` is the object's path on it. */
+  url: URL;
+  path: string;
+  headers: Record<string, string>;
+}
+
 interface Target {
   url: URL;
   signer: SignatureV4;
@@ -57,6 +64,22 @@ export class RangeClient {
 
   /** GETs [start, end) of `key` if it still has `etag`; any answer but an error status is returned for checking. */
   async get(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<RangeResult> {
+    const { url, path, headers } = await this.signedGet(key, start, end, etag);
+    const response = await this.send(url, path, headers, signal);
+    const status = response.statusCode ?? 0;
+    if (status >= 300) throw httpError(status, await errorText(response));
+    const length = response.headers['content-length'];
+    return {
+      status,
+      contentRange: response.headers['content-range'],
+      contentLength: length === undefined ? undefined : Number(length),
+      etag: response.headers.etag,
+      body: response,
+    };
+  }
+
+  /** The URL and signed headers of a GET of [start, end) of `key` at `etag`, for any HTTP client to send. */
+  async signedGet(key: string, start: number, end: number, etag: string): Promise<SignedGet> {
     const { url, signer } = await this.resolveTarget();
     const path = `${url.pathname.replace(/\/$/, '')}/${encodeKey(key)}`;
     const signed = await signer.sign({
@@ -73,17 +96,7 @@ export class RangeClient {
         'x-amz-content-sha256': 'UNSIGNED-PAYLOAD',
       },
     });
-    const response = await this.send(url, path, signed.headers, signal);
-    const status = response.statusCode ?? 0;
-    if (status >= 300) throw await errorOf(response);
-    const length = response.headers['content-length'];
-    return {
-      status,
-      contentRange: response.headers['content-range'],
-      contentLength: length === undefined ? undefined : Number(length),
-      etag: response.headers.etag,
-      body: response,
-    };
+    return { url, path, headers: signed.headers };
   }
 
   private send(url: URL, path: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<IncomingMessage> {
@@ -150,8 +163,8 @@ function encodeKey(key: string): string {
     .join('/');
 }
 
-async function errorOf(response: IncomingMessage): Promise<StoreHttpError> {
-  const status = response.statusCode ?? 0;
+/** The start of an error answer's body, for its code and message. */
+async function errorText(response: IncomingMessage): Promise<string> {
   let text = '';
   try {
     for await (const chunk of response as AsyncIterable<Buffer>) {
@@ -160,6 +173,11 @@ async function errorOf(response: IncomingMessage): Promise<StoreHttpError> {
   } catch {
     // The code and message are a courtesy: the status alone classifies the answer.
   }
+  return text;
+}
+
+/** The error of an answer with an error status and (the start of) its XML body. */
+export function httpError(status: number, text: string): StoreHttpError {
   const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1];
   const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1];
   return new StoreHttpError(status, code ?? (status === 412 ? 'PreconditionFailed' : status === 404 ? 'NotFound' : undefined), message ?? `status ${status}`);

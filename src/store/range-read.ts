@@ -62,11 +62,35 @@ function isTransient(err: StoreError): boolean {
   return status === undefined || status >= 500 || status === 429;
 }
 
+/**
+ * The failed attempts of one ranged read, and whether it goes on after each: the retry policy
+ * that every way of reading a range shares.
+ */
+export class ResumePolicy {
+  private failuresInARow = 0;
+  private failures = 0;
+
+  constructor(
+    private readonly what: string,
+    private readonly start: number,
+    private readonly signal?: AbortSignal,
+  ) {}
+
+  /** An attempt from `from` failed with bytes before `delivered` delivered: waits before the next one, or throws. */
+  async failed(err: unknown, from: number, delivered: number): Promise<void> {
+    this.failures++;
+    this.failuresInARow = delivered > from ? 1 : this.failuresInARow + 1;
+    if (!isRetryable(err, this.signal) || this.failuresInARow >= READ_ATTEMPTS || this.failures >= MAX_FAILURES) {
+      throw asStoreError(err, this.what, delivered - this.start);
+    }
+    await sleep(RETRY_BASE_MS * 4 ** (this.failuresInARow - 1));
+  }
+}
+
 /** The bytes [start, end) from responses of `open`, resumed where a broken one stopped. */
 export async function* resumingRange(open: OpenRange, start: number, end: number, what: string, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  const policy = new ResumePolicy(what, start, signal);
   let delivered = start;
-  let failuresInARow = 0;
-  let failures = 0;
   while (delivered < end) {
     const from = delivered;
     let body: RangeBody | undefined;
@@ -80,10 +104,7 @@ export async function* resumingRange(open: OpenRange, start: number, end: number
       if (delivered < end) throw new StoreError('BadResponse', `${what}: the body ended after ${delivered - from} of ${end - from} bytes`);
     } catch (err) {
       body?.destroy?.();
-      failures++;
-      failuresInARow = delivered > from ? 1 : failuresInARow + 1;
-      if (!isRetryable(err, signal) || failuresInARow >= READ_ATTEMPTS || failures >= MAX_FAILURES) throw asStoreError(err, what, delivered - start);
-      await sleep(RETRY_BASE_MS * 4 ** (failuresInARow - 1));
+      await policy.failed(err, from, delivered);
     } finally {
       // The reader stopped early (or failed): the connection goes, unread.
       if (delivered < end) body?.destroy?.();

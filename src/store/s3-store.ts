@@ -21,9 +21,10 @@ import {
 import createDebug from 'debug';
 import type { StoreConfig } from '../config';
 import { CommandError, StoreError, errorMessage, type StoreErrorKind } from '../errors';
-import { CHECKSUM_ALGORITHMS, type CopySource, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore, type StoreChecksum } from './object-store';
+import { CHECKSUM_ALGORITHMS, type CopySource, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore, type RangeTarget, type RangeWrite, type StoreChecksum } from './object-store';
+import { NativeRanges, type NativeAttempt } from './native-ranges';
 import { RangeClient } from './range-client';
-import { rangeResponseProblem, resumingRange, type RangeBody } from './range-read';
+import { rangeResponseProblem, ResumePolicy, resumingRange, type RangeBody } from './range-read';
 
 const debug = createDebug('stagefs:store');
 
@@ -109,6 +110,9 @@ export class S3Store implements ObjectStore {
   private askForChecksums = true;
   /** The data of ranged GETs, without the SDK's per-request cost (see range-client.ts). */
   private readonly ranges: RangeClient;
+  /** Ranged GETs into files off the JavaScript thread (native-ranges.ts), where the addon has them. */
+  private readonly native: NativeRanges | undefined;
+  readonly writeRange?: ObjectStore['writeRange'];
 
   constructor(
     config: StoreConfig,
@@ -146,6 +150,15 @@ export class S3Store implements ObjectStore {
       httpsAgent,
       idleTimeoutMs: IDLE_TIMEOUT_MS,
     });
+    if (config.fetcher !== 'js') {
+      this.native = NativeRanges.create({ connectTimeoutMs: CONNECT_TIMEOUT_MS, idleTimeoutMs: IDLE_TIMEOUT_MS, caFile: config.caBundle?.path });
+      if (this.native) this.writeRange = (key, start, end, etag, target) => this.writeRangeNatively(this.native!, key, start, end, etag, target);
+    }
+  }
+
+  /** Stops the threads of native GETs; transfers under way fail. */
+  close(): void {
+    this.native?.close();
   }
 
   async checkAccess(prefix: string): Promise<void> {
@@ -230,6 +243,64 @@ export class S3Store implements ObjectStore {
       throw new StoreError('BadResponse', `${what}: ${problem}`);
     }
     return response.body;
+  }
+
+  /**
+   * writeRange on the addon's fetch pool: one native transfer per attempt, the head judged here
+   * before its body is written, failures classified and retried as getRange's, a broken body
+   * resumed from its first unwritten byte with the CRC of its block so far.
+   */
+  private writeRangeNatively(native: NativeRanges, key: string, start: number, end: number, etag: string, target: RangeTarget): RangeWrite {
+    const what = `get ${key} [${start}, ${end})`;
+    let attempt: NativeAttempt | undefined;
+    let wanted = 0;
+    const want = (offset: number) => {
+      wanted = Math.max(wanted, offset);
+      const written = attempt?.watch(offset);
+      if (written !== undefined && written >= offset) queueMicrotask(() => target.progress(written, 0, undefined));
+    };
+    const run = async () => {
+      const policy = new ResumePolicy(what, start, native.closed);
+      let from = start;
+      let crc = 0;
+      let crcFilled = 0;
+      while (from < end) {
+        let ended: Promise<{ written: number; crc: number; crcFilled: number; error: unknown; localFailure: boolean }> | undefined;
+        try {
+          await this.call('get', what, async () => {
+            const signed = await this.ranges.signedGet(key, from, end, etag);
+            const current = native.start({
+              signed,
+              fd: target.fd,
+              start: from,
+              end,
+              blockSize: target.blockSize,
+              crc,
+              crcFilled,
+              judge: (head) => rangeResponseProblem(head, from, end, etag),
+              progress: (written, firstBlock, crcs) => target.progress(written, firstBlock, crcs),
+            });
+            attempt = current;
+            ended = current.end;
+            if (wanted > from) want(wanted);
+            await current.head;
+          });
+          const result = await ended!;
+          if (result.error === undefined) return;
+          if (result.localFailure) throw result.error;
+          throw result.error instanceof StoreError ? new StoreError(result.error.kind, `${what}: ${result.error.message}`, result.error) : result.error;
+        } catch (err) {
+          const result = ended ? await ended : undefined;
+          if (result?.localFailure) throw result.error;
+          const delivered = result?.written ?? from;
+          await policy.failed(err, from, delivered);
+          from = delivered;
+          crc = result?.crc ?? crc;
+          crcFilled = result?.crcFilled ?? crcFilled;
+        }
+      }
+    };
+    return { done: run(), want };
   }
 
   async put(key: string, body: Uint8Array, metadata: Record<string, string> = {}): Promise<ObjectInfo> {
