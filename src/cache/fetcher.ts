@@ -1,15 +1,17 @@
 /**
  * Faults blocks into staging files with ranged GETs. One GET covers a run of adjacent missing
- * blocks; its body goes to the staging file chunk by chunk as it arrives (no copy: a write takes
- * every chunk received since the last one), so a reader waits only for its own bytes, not for
- * its whole block or GET. A block is marked staged (its CRC recorded, its space committed, its
+ * blocks; its body goes to the staging file as it arrives, so a reader waits only for its own
+ * bytes, not for its whole block or GET. Where the store can write a range into the file itself
+ * off the JavaScript thread (writeRange: libcurl threads in the addon), it does, and reports
+ * bytes on disk and block CRCs; otherwise the body is written here chunk by chunk (no copy: a
+ * write takes every chunk received since the last one). A block is marked staged (its CRC recorded, its space committed, its
  * waiters woken) only once all its bytes are on disk. The store checks responses and resumes
  * broken bodies; a fetch that fails here is over, and fails only the bytes it had not written.
  */
 import type { FileHandle } from 'node:fs/promises';
 import createDebug from 'debug';
 import { StoreError, errorMessage, isDiskFull } from '../errors';
-import type { ObjectStore } from '../store/object-store';
+import type { ObjectStore, RangeWrite } from '../store/object-store';
 import { ByteBudget } from '../util/byte-budget';
 import { crc32c } from '../util/crc32c';
 import { Deferred } from '../util/deferred';
@@ -50,8 +52,8 @@ class FetchProgress {
   private readonly blocks = new Map<number, Deferred>();
   private waiters: Array<{ until: number; deferred: Deferred }> = [];
   private failure: { error: unknown } | undefined;
-  /** Told when a reader starts waiting: bytes received but held back for a larger write are wanted now. */
-  onWaiter: (() => void) | undefined;
+  /** Told when a reader starts waiting for the bytes before `until`: bytes held back for a larger write are wanted now. */
+  onWaiter: ((until: number) => void) | undefined;
 
   constructor(
     readonly start: number,
@@ -96,8 +98,15 @@ class FetchProgress {
     if (this.failure) return Promise.reject(this.failure.error);
     const deferred = new Deferred();
     this.waiters.push({ until, deferred });
-    this.onWaiter?.();
+    this.onWaiter?.(until);
     return deferred.promise;
+  }
+
+  /** The least offset a reader waits for, if any. */
+  nextWanted(): number | undefined {
+    let least: number | undefined;
+    for (const waiter of this.waiters) if (least === undefined || waiter.until < least) least = waiter.until;
+    return least;
   }
 
   /** Whether a reader waits for bytes before `offset`. */
@@ -153,8 +162,13 @@ export class Fetcher {
       reservation = this.hooks.reserve(progress.end - progress.start);
       if (!reservation) throw new NoCacheSpace(`no cache space for ${progress.end - progress.start} bytes`);
       const file = await object.openFile(this.files);
-      const body = await this.store.getRange(object.key, progress.start, progress.end, object.etag);
-      await new BodyWriter(object, file, first, progress, reservation, this.hooks).write(body);
+      const stager = new BlockStager(object, first, progress, reservation, this.hooks);
+      if (this.store.writeRange) {
+        await writtenByStore(this.store.writeRange.bind(this.store), object, file, progress, stager, this.hooks);
+      } else {
+        const body = await this.store.getRange(object.key, progress.start, progress.end, object.etag);
+        await new BodyWriter(object, file, first, progress, stager, this.hooks).write(body);
+      }
     } catch (err) {
       const failure = isDiskFull(err) ? new NoCacheSpace(`cache disk full: ${errorMessage(err)}`) : err;
       if (!(failure instanceof NoCacheSpace)) {
@@ -185,21 +199,17 @@ class BodyWriter {
   private crcBlock: number;
   private crc = 0;
   private crcFilled = 0;
-  /** The next block to mark staged, and the CRCs of blocks received whole but not yet written. */
-  private nextStaged: number;
-  private readonly crcs = new Map<number, number>();
 
   constructor(
     private readonly object: StagedObject,
     private readonly file: FileHandle,
     first: number,
     private readonly progress: FetchProgress,
-    private readonly reservation: Reservation,
+    private readonly stager: BlockStager,
     private readonly hooks: FetcherHooks,
   ) {
     this.received = progress.start;
     this.crcBlock = first;
-    this.nextStaged = first;
     progress.onWaiter = () => this.writeIfWanted();
   }
 
@@ -229,7 +239,7 @@ class BodyWriter {
   /** Starts a write of what was received if a block is whole in it, a reader waits for it, or too much waits. */
   private writeIfWanted(): void {
     if (this.writing || !this.unwritten.length) return;
-    if (this.crcs.size || this.unwrittenBytes > MAX_UNWRITTEN_BYTES || this.progress.waitsBefore(this.received)) this.writing = this.drain();
+    if (this.stager.hasWhole() || this.unwrittenBytes > MAX_UNWRITTEN_BYTES || this.progress.waitsBefore(this.received)) this.writing = this.drain();
   }
 
   private checksum(chunk: Buffer): void {
@@ -240,7 +250,7 @@ class BodyWriter {
       this.crcFilled += take;
       offset += take;
       if (this.crcFilled === this.object.blockLength(this.crcBlock)) {
-        this.crcs.set(this.crcBlock, this.crc);
+        this.stager.received(this.crcBlock, this.crc);
         this.crcBlock++;
         this.crc = 0;
         this.crcFilled = 0;
@@ -256,7 +266,7 @@ class BodyWriter {
       this.unwritten = [];
       this.unwrittenBytes = 0;
       await writeAll(this.file, chunks, bytes, this.progress.written);
-      this.written(this.progress.written + bytes);
+      this.stager.written(this.progress.written + bytes);
     } catch (err) {
       this.failure = err;
     } finally {
@@ -264,8 +274,39 @@ class BodyWriter {
     }
     if (!this.failure) this.writeIfWanted();
   }
+}
 
-  private written(until: number): void {
+/**
+ * Marks the blocks of one fetch staged, in order, once each is both written whole and has its
+ * CRC (whoever computed it), and moves the fetch's progress on.
+ */
+class BlockStager {
+  private nextStaged: number;
+  /** CRCs of blocks received whole but not yet staged. */
+  private readonly crcs = new Map<number, number>();
+
+  constructor(
+    private readonly object: StagedObject,
+    first: number,
+    private readonly progress: FetchProgress,
+    private readonly reservation: Reservation,
+    private readonly hooks: FetcherHooks,
+  ) {
+    this.nextStaged = first;
+  }
+
+  /** Whether a block was received whole and waits to be written. */
+  hasWhole(): boolean {
+    return this.crcs.size > 0;
+  }
+
+  /** Block `block` was received whole, with this CRC32C. */
+  received(block: number, crc: number): void {
+    this.crcs.set(block, crc);
+  }
+
+  /** The bytes before `until` are on disk. */
+  written(until: number): void {
     const { object } = this;
     while (this.crcs.has(this.nextStaged) && object.blockEnd(this.nextStaged) <= until) {
       const block = this.nextStaged++;
@@ -274,8 +315,45 @@ class BodyWriter {
       this.hooks.staged(object);
       this.progress.blockStaged(block);
     }
-    this.progress.advance(until);
+    if (until > this.progress.written) this.progress.advance(until);
   }
+}
+
+/**
+ * A fetch whose bytes the store writes into the staging file itself: its reports stage blocks
+ * and wake readers; a reader waiting for bytes asks the store to report them as soon as they
+ * are written.
+ */
+async function writtenByStore(
+  writeRange: NonNullable<ObjectStore['writeRange']>,
+  object: StagedObject,
+  file: FileHandle,
+  progress: FetchProgress,
+  stager: BlockStager,
+  hooks: FetcherHooks,
+): Promise<void> {
+  let counted = progress.start;
+  let write: RangeWrite | undefined;
+  const wantNext = () => {
+    const until = progress.nextWanted();
+    if (until !== undefined) write?.want(until);
+  };
+  write = writeRange(object.key, progress.start, progress.end, object.etag, {
+    fd: file.fd,
+    blockSize: object.blockSize,
+    progress: (written, firstBlock, crcs) => {
+      if (crcs) for (let i = 0; i < crcs.length; i++) stager.received(firstBlock + i, crcs[i]);
+      if (written > counted) {
+        hooks.fetched(written - counted);
+        counted = written;
+      }
+      stager.written(written);
+      wantNext();
+    },
+  });
+  progress.onWaiter = (until) => write?.want(until);
+  wantNext();
+  await write.done;
 }
 
 /** Writes `chunks` (`bytes` in all) at `position`, however many calls it takes. */
