@@ -13,7 +13,7 @@
 #include "crc32c.h"
 
 /* Bytes libcurl hands over per write callback at most: fewer calls and syscalls per GiB. */
-#define FETCH_BUFFER_BYTES (512 * 1024)
+#define FETCH_BUFFER_BYTES (256 * 1024)
 
 int fetch_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : EIO; }
 

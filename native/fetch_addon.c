@@ -26,7 +26,18 @@
 typedef struct js_pool {
   fetch_pool *pool; /* NULL once closed */
   napi_threadsafe_function events;
+  /* Transfers started whose DONE JavaScript has not had: while any, the pool keeps the process alive. */
+  int active;
+  /* The JavaScript handle's and the event channel's (its last queued event may come after the handle is gone). */
+  int refs;
 } js_pool;
+
+/* Both on the JavaScript thread. */
+static void js_pool_release(js_pool *p) {
+  if (--p->refs == 0) free(p);
+}
+
+static void finalize_events(napi_env env, void *data, void *hint) { js_pool_release(data); }
 
 static int post_event(void *context, fetch_event *event) {
   js_pool *p = context;
@@ -78,7 +89,9 @@ static bool event_object(napi_env env, fetch_event *event, napi_value *out) {
 }
 
 static void call_js(napi_env env, napi_value callback, void *context, void *data) {
+  js_pool *p = context;
   fetch_event *event = data;
+  if (env != NULL && event->kind == FETCH_EVENT_DONE && --p->active == 0) napi_unref_threadsafe_function(env, p->events);
   if (env != NULL) {
     napi_value argv[1], undefined;
     if (napi_get_undefined(env, &undefined) != napi_ok || !event_object(env, event, &argv[0]) ||
@@ -104,7 +117,7 @@ static void close_pool(js_pool *p) {
 static void finalize_pool(napi_env env, void *data, void *hint) {
   js_pool *p = data;
   close_pool(p);
-  free(p);
+  js_pool_release(p);
 }
 
 static void finalize_transfer(napi_env env, void *data, void *hint) { fetch_transfer_release(data); }
@@ -145,23 +158,24 @@ static napi_value js_fetch_open(napi_env env, napi_callback_info info) {
   js_pool *p = calloc(1, sizeof(*p));
   if (!p) return throw_errno(env, ENOMEM, "fetchOpen: out of memory");
   if (napi_create_string_utf8(env, "stagefs-fetch", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &p->events) != napi_ok) {
+      napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, p, finalize_events, p, call_js, &p->events) != napi_ok) {
     free(p);
     napi_throw_error(env, NULL, "fetchOpen: cannot create the event channel");
     return NULL;
   }
-  /* The pool's events must not keep the process alive on their own. */
+  p->refs = 2;
+  /* An idle pool does not keep the process alive; a transfer under way does. */
   napi_unref_threadsafe_function(env, p->events);
   p->pool = fetch_pool_open(&options, post_event, p);
   if (!p->pool) {
     int err = errno;
     napi_release_threadsafe_function(p->events, napi_tsfn_release);
-    free(p);
+    js_pool_release(p);
     return throw_errno(env, err, "fetchOpen: cannot start fetch threads");
   }
   if (napi_create_external(env, p, finalize_pool, NULL, &result) != napi_ok) {
     close_pool(p);
-    free(p);
+    js_pool_release(p);
     napi_throw_error(env, NULL, "fetchOpen: cannot create the pool handle");
     return NULL;
   }
@@ -219,6 +233,7 @@ static napi_value js_fetch_start(napi_env env, napi_callback_info info) {
   }
   err = fetch_start(p->pool, t);
   if (err) return throw_errno(env, err, "fetchStart: the pool is closing");
+  if (p->active++ == 0) napi_ref_threadsafe_function(env, p->events);
   return result;
 }
 
