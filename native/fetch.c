@@ -282,6 +282,9 @@ static void run_transfer(fetch_pool *pool, CURL *easy, char *error, fetch_transf
 }
 
 static void finish(fetch_transfer *t) {
+  /* The file is done with now: its handle in JavaScript may live on until a collection. */
+  close(t->fd);
+  t->fd = -1;
   fetch_event *event = take_event(t, FETCH_EVENT_DONE);
   if (event) {
     event->outcome = t->outcome;

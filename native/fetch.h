@@ -56,7 +56,7 @@ typedef struct fetch_transfer {
   uint64_t id;
   char *url;
   void *headers; /* struct curl_slist * */
-  int fd;        /* ours to close */
+  int fd;        /* ours, closed once the transfer is over */
   uint64_t start, end, block_size;
   /* The CRC of the block holding `written`, over its bytes before `written`. */
   uint32_t crc;
