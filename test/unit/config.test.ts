@@ -48,4 +48,7 @@ t.test('mount config validates each option and names it', async (t) => {
   t.throws(() => buildMountConfig('s3://b', '/m', { endpoint: 'ftp://x' }), /--endpoint/);
   t.throws(() => buildMountConfig('s3://b', '/m', { uid: 'root' }), /--uid/);
   t.throws(() => buildMountConfig('s3://b', '/m', { 'low-watermark': '90%', 'high-watermark': '80%' }), /low-watermark/);
+  t.equal(config.store.fetcher, undefined, 'the fetcher is the native one where the addon loads, unless asked');
+  t.equal(buildMountConfig('s3://b', '/m', { fetcher: 'js' }).store.fetcher, 'js');
+  t.throws(() => buildMountConfig('s3://b', '/m', { fetcher: 'curl' }), /--fetcher: 'curl' is not a fetcher; choose native or js/);
 });
