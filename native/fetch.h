@@ -9,8 +9,9 @@
  * JavaScript's handle), the pool holds one from fetch_start until the DONE event is made, and
  * every event holds one until it is freed.
  *
- * Locks (never held together): `pool->lock` guards the queue and `stopping`; `transfer->lock`
- * guards the verdict. `written` and `watch` are atomics: JavaScript reads and sets them while
+ * Locks: `pool->lock` guards the queue, `running` and `stopping`; `transfer->lock` guards the
+ * verdict. Closing the pool takes transfer locks under the pool's (to cancel); nothing takes
+ * them the other way round. `written` and `watch` are atomics: JavaScript reads and sets them while
  * the transfer runs.
  */
 #ifndef STAGEFS_FETCH_H
