@@ -41,7 +41,7 @@ if [ "$quick" != "--quick" ]; then
   (cd "$work/addon" && CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g" LDFLAGS="-fsanitize=address" \
     npx --prefix "$root" node-gyp rebuild >/dev/null 2>&1)
   (cd "$root" && STAGEFS_TEST_DAEMON_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS="detect_leaks=0:log_path=$work/asan" \
-    STAGEFS_NATIVE_ADDON="$work/addon/build/Release/stagefs_native.node" \
+    STAGEFS_TEST_DAEMON_ADDON="$work/addon/build/Release/stagefs_native.node" \
     npx tap dist/test/mount/native-engine.test.js dist/test/mount/read.test.js dist/test/mount/churn.test.js) | grep -E '^(not )?ok|^# \{' || status=1
   if compgen -G "$work/asan*" >/dev/null; then
     cat "$work"/asan*; status=1

@@ -21,6 +21,8 @@ export const CORE_DIR = join(tmpdir(), 'stagefs-cores');
  * build of the addon), not into the S3 server or the test runner, which it would only slow down.
  */
 const DAEMON_PRELOAD = process.env.STAGEFS_TEST_DAEMON_PRELOAD;
+/** The addon build mount daemons load (that sanitizer build): the test runner, which loads the addon too, keeps the plain one. */
+const DAEMON_ADDON = process.env.STAGEFS_TEST_DAEMON_ADDON;
 const MOUNT_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 30_000;
 
@@ -144,7 +146,7 @@ export async function mountS3(t: Test, s3: TestS3, options: MountOptions): Promi
     ],
     {
       cwd: workDir,
-      env: { ...process.env, ...s3.env, ...(DAEMON_PRELOAD ? { LD_PRELOAD: DAEMON_PRELOAD } : {}), ...options.env },
+      env: { ...process.env, ...s3.env, ...(DAEMON_PRELOAD ? { LD_PRELOAD: DAEMON_PRELOAD } : {}), ...(DAEMON_ADDON ? { STAGEFS_NATIVE_ADDON: DAEMON_ADDON } : {}), ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
