@@ -4,8 +4,8 @@
  * bytes, not for its whole block or GET. Where the store can write a range into the file itself
  * off the JavaScript thread (writeRange: libcurl threads in the addon), it does, and reports
  * bytes on disk and block CRCs; otherwise the body is written here chunk by chunk (no copy: a
- * write takes every chunk received since the last one). A block is marked staged (its CRC recorded, its space committed, its
- * waiters woken) only once all its bytes are on disk. The store checks responses and resumes
+ * write takes every chunk received since the last one). A block is marked staged (its CRC
+ * recorded, its space committed, its waiters woken) only once all its bytes are on disk. The store checks responses and resumes
  * broken bodies; a fetch that fails here is over, and fails only the bytes it had not written.
  */
 import type { FileHandle } from 'node:fs/promises';

@@ -22,7 +22,7 @@ import createDebug from 'debug';
 import type { StoreConfig } from '../config';
 import { CommandError, StoreError, errorMessage, type StoreErrorKind } from '../errors';
 import { CHECKSUM_ALGORITHMS, type CopySource, type ListOptions, type ListPage, type ObjectInfo, type ObjectStore, type RangeTarget, type RangeWrite, type StoreChecksum } from './object-store';
-import { NativeRanges, type NativeAttempt } from './native-ranges';
+import { NativeRanges, type AttemptEnd, type NativeAttempt } from './native-ranges';
 import { RangeClient } from './range-client';
 import { rangeResponseProblem, ResumePolicy, resumingRange, type RangeBody } from './range-read';
 
@@ -265,7 +265,7 @@ export class S3Store implements ObjectStore {
       let crc = 0;
       let crcFilled = 0;
       while (from < end) {
-        let ended: Promise<{ written: number; crc: number; crcFilled: number; error: unknown; localFailure: boolean }> | undefined;
+        let ended: Promise<AttemptEnd> | undefined;
         try {
           await this.call('get', what, async () => {
             const signed = await this.ranges.signedGet(key, from, end, etag);
@@ -287,7 +287,7 @@ export class S3Store implements ObjectStore {
           });
           const result = await ended!;
           if (result.error === undefined) return;
-          if (result.localFailure) throw result.error;
+          // A failure of the cache disk is thrown as it is by the catch below: never retried.
           throw result.error instanceof StoreError ? new StoreError(result.error.kind, `${what}: ${result.error.message}`, result.error) : result.error;
         } catch (err) {
           const result = ended ? await ended : undefined;
