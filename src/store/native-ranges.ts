@@ -11,7 +11,7 @@ import createDebug from 'debug';
 import { StoreError } from '../errors';
 import { FETCH_EVENT_DONE, FETCH_EVENT_HEAD, FetchOutcome, loadNativeAddon, type FetchEvent, type FetchPool, type FetchTransfer, type FetchTransferSpec, type NativeAddon } from '../native/addon';
 import { Deferred } from '../util/deferred';
-import { httpError, type SignedGet } from './range-client';
+import { httpError, type SignedRequest } from './range-client';
 import type { RangeResponse } from './range-read';
 
 const debug = createDebug('stagefs:fetch');
@@ -44,7 +44,7 @@ export interface NativeRangesOptions {
  * from `crc`, the CRC so far of the block holding `start` over its `crcFilled` bytes before it.
  */
 export interface AttemptSpec extends Omit<FetchTransferSpec, 'id' | 'url' | 'headers'> {
-  signed: SignedGet;
+  signed: SignedRequest;
   /** Why a response's head is not the range asked for; undefined when it is. */
   judge(head: RangeResponse): string | undefined;
   /** Bytes before `written` are on disk; `crcs` are those of the blocks from `firstBlock` on completed meanwhile. */

@@ -1,12 +1,13 @@
 /**
- * Ranged GETs for the read path's data, without the SDK's middleware: a request signed with
- * SigV4 (@smithy/signature-v4) on a keep-alive node:http(s) agent, its body handed on as the
- * socket delivers it. It costs a fraction of an SDK request's CPU on the JavaScript thread, and
- * cold reads are bound by that thread. Everything else stays with the SDK client this is made
- * from: its credentials provider (the whole AWS chain, expiring credentials refreshed), its
- * region and its endpoint rules. It neither checks nor retries: range-read.ts decides both.
+ * The read path's requests without the SDK's middleware - ranged GETs for data, HEADs for
+ * lookups: a request signed with SigV4 (@smithy/signature-v4) on a keep-alive node:http(s)
+ * agent, a body handed on as the socket delivers it. It costs a fraction of an SDK request's CPU
+ * and latency on the JavaScript thread, which cold reads and every lookup wait on. Everything
+ * else stays with the SDK client this is made from: its credentials provider (the whole AWS
+ * chain, expiring credentials refreshed), its region and its endpoint rules. It neither checks
+ * nor retries: range-read.ts decides both.
  */
-import { request as httpRequest, type Agent as HttpAgent, type IncomingMessage } from 'node:http';
+import { request as httpRequest, type Agent as HttpAgent, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { SignatureV4 } from '@smithy/signature-v4';
@@ -42,7 +43,7 @@ export class StoreHttpError extends Error {
   }
 }
 
-export interface SignedGet {
+export interface SignedRequest {
   /** The bucket's endpoint; `path` is the object's path on it. */
   url: URL;
   path: string;
@@ -65,7 +66,7 @@ export class RangeClient {
   /** GETs [start, end) of `key` if it still has `etag`; any answer but an error status is returned for checking. */
   async get(key: string, start: number, end: number, etag: string, signal?: AbortSignal): Promise<RangeResult> {
     const { url, path, headers } = await this.signedGet(key, start, end, etag);
-    const response = await this.send(url, path, headers, signal);
+    const response = await this.send('GET', url, path, headers, signal);
     const status = response.statusCode ?? 0;
     if (status >= 300) throw httpError(status, await errorText(response));
     const length = response.headers['content-length'];
@@ -78,33 +79,46 @@ export class RangeClient {
     };
   }
 
+  /**
+   * The response headers of a HEAD of `key` (with its checksums when `withChecksums`); an error
+   * status is thrown as the store's error answers are, without a body (HEAD has none).
+   */
+  async head(key: string, withChecksums: boolean): Promise<IncomingHttpHeaders> {
+    const { url, path, headers } = await this.signed('HEAD', key, withChecksums ? { 'x-amz-checksum-mode': 'ENABLED' } : {});
+    const response = await this.send('HEAD', url, path, headers, undefined);
+    // Nothing follows a HEAD's head: consuming it hands the socket back to the agent.
+    response.resume();
+    const status = response.statusCode ?? 0;
+    if (status >= 300) throw httpError(status, '');
+    return response.headers;
+  }
+
   /** The URL and signed headers of a GET of [start, end) of `key` at `etag`, for any HTTP client to send. */
-  async signedGet(key: string, start: number, end: number, etag: string): Promise<SignedGet> {
+  signedGet(key: string, start: number, end: number, etag: string): Promise<SignedRequest> {
+    return this.signed('GET', key, { range: `bytes=${start}-${end - 1}`, 'if-match': etag });
+  }
+
+  private async signed(method: 'GET' | 'HEAD', key: string, extraHeaders: Record<string, string>): Promise<SignedRequest> {
     const { url, signer } = await this.resolveTarget();
     const path = `${url.pathname.replace(/\/$/, '')}/${encodeKey(key)}`;
     const signed = await signer.sign({
-      method: 'GET',
+      method,
       protocol: url.protocol,
       hostname: url.hostname,
       port: url.port ? Number(url.port) : undefined,
       path,
       query: {},
-      headers: {
-        host: url.host,
-        range: `bytes=${start}-${end - 1}`,
-        'if-match': etag,
-        'x-amz-content-sha256': 'UNSIGNED-PAYLOAD',
-      },
+      headers: { host: url.host, ...extraHeaders, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' },
     });
     return { url, path, headers: signed.headers };
   }
 
-  private send(url: URL, path: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<IncomingMessage> {
+  private send(method: 'GET' | 'HEAD', url: URL, path: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<IncomingMessage> {
     const https = url.protocol === 'https:';
     return new Promise((resolve, reject) => {
       const req = (https ? httpsRequest : httpRequest)({
         agent: https ? this.options.httpsAgent : this.options.httpAgent,
-        method: 'GET',
+        method,
         hostname: url.hostname,
         port: url.port || undefined,
         path,

@@ -1,6 +1,6 @@
 /** ObjectStore over S3 (or any S3-compatible server) with @aws-sdk/client-s3. */
 import { readFileSync } from 'node:fs';
-import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpAgent, type IncomingHttpHeaders } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import {
   AbortMultipartUploadCommand,
@@ -9,8 +9,6 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
-  HeadObjectCommand,
-  type HeadObjectCommandOutput,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
@@ -40,6 +38,7 @@ const MAX_ATTEMPTS = 4;
 const MAX_SINGLE_COPY = 5 * 1024 ** 3;
 const COPY_PART_SIZE = 1024 ** 3;
 const DELETE_BATCH = 1000;
+const METADATA_HEADER = 'x-amz-meta-';
 
 const KIND_BY_NAME: Record<string, StoreErrorKind> = {
   NoSuchKey: 'NotFound',
@@ -92,14 +91,40 @@ function readCaBundle(bundle: NonNullable<StoreConfig['caBundle']>): Buffer {
  * The checksum of the whole object among those HEAD gave, if any: a composite one (of a multipart
  * upload's parts, "value-N") needs the part sizes to be checked, and is left out.
  */
-function fullObjectChecksum(output: HeadObjectCommandOutput): StoreChecksum | undefined {
+function fullObjectChecksum(headers: IncomingHttpHeaders): StoreChecksum | undefined {
+  const type = headerValue(headers, 'x-amz-checksum-type');
   for (const algorithm of CHECKSUM_ALGORITHMS) {
-    const value = output[`Checksum${algorithm}`];
+    const value = headerValue(headers, `x-amz-checksum-${algorithm.toLowerCase()}`);
     if (!value) continue;
-    const composite = output.ChecksumType === 'COMPOSITE' || (output.ChecksumType === undefined && value.includes('-'));
+    const composite = type === 'COMPOSITE' || (type === undefined && value.includes('-'));
     if (!composite) return { algorithm, value };
   }
   return undefined;
+}
+
+/** The object a HEAD describes, from its response headers; a size that is not a number is no answer. */
+function objectInfoOf(key: string, headers: IncomingHttpHeaders): ObjectInfo {
+  const length = headerValue(headers, 'content-length');
+  if (length === undefined || !/^\d+$/.test(length)) throw new StoreError('BadResponse', `head ${key}: Content-Length ${length ?? 'missing'}`);
+  const modified = headerValue(headers, 'last-modified');
+  const mtime = modified === undefined ? new Date(0) : new Date(modified);
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (name.startsWith(METADATA_HEADER) && typeof value === 'string') metadata[name.slice(METADATA_HEADER.length)] = value;
+  }
+  return {
+    key,
+    size: Number(length),
+    etag: headerValue(headers, 'etag') ?? '',
+    mtime: Number.isNaN(mtime.getTime()) ? new Date(0) : mtime,
+    metadata,
+    checksum: fullObjectChecksum(headers),
+  };
+}
+
+function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
 }
 
 export class S3Store implements ObjectStore {
@@ -191,15 +216,7 @@ export class S3Store implements ObjectStore {
 
   async head(key: string): Promise<ObjectInfo | undefined> {
     try {
-      const output = await this.headObject(key);
-      return {
-        key,
-        size: output.ContentLength ?? 0,
-        etag: output.ETag ?? '',
-        mtime: output.LastModified ?? new Date(0),
-        metadata: output.Metadata ?? {},
-        checksum: fullObjectChecksum(output),
-      };
+      return objectInfoOf(key, await this.headObject(key));
     } catch (err) {
       if (err instanceof StoreError && err.kind === 'NotFound') return undefined;
       throw err;
@@ -207,14 +224,22 @@ export class S3Store implements ObjectStore {
   }
 
   /**
-   * HEAD, asking for the object's checksums. S3 refuses that to a user who may not decrypt the
+   * HEAD on the lean client (every lookup waits on one), asking for the object's checksums, and
+   * retried as ranged GETs are. S3 refuses the checksums to a user who may not decrypt the
    * object's KMS key (kms:Decrypt), where a plain HEAD would do: then the mount stops asking.
    */
-  private async headObject(key: string): Promise<HeadObjectCommandOutput> {
-    const send = (withChecksums: boolean) =>
-      this.call('head', `head ${key}`, () =>
-        this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, ChecksumMode: withChecksums ? 'ENABLED' : undefined })),
-      );
+  private async headObject(key: string): Promise<IncomingHttpHeaders> {
+    const what = `head ${key}`;
+    const send = async (withChecksums: boolean) => {
+      const policy = new ResumePolicy(what, 0, this.native?.closed);
+      for (;;) {
+        try {
+          return await this.call('head', what, () => this.ranges.head(key, withChecksums));
+        } catch (err) {
+          await policy.failed(err, 0, 0);
+        }
+      }
+    };
     if (!this.askForChecksums) return send(false);
     try {
       return await send(true);
