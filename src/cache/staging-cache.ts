@@ -35,6 +35,15 @@ const verifyLog = createDebug('stagefs:verify');
 const MAX_REQUEST_BYTES = 8 * 1024 * 1024;
 const MAX_READAHEAD_BYTES = 64 * 1024 * 1024;
 const MAX_READAHEAD_FETCHES = 8;
+/**
+ * A small random read into an aligned extent of this many bytes that already holds staged or
+ * fetching blocks fetches the rest of the extent in the background: the clusters a booting qcow2
+ * image reads sit close together, and a GET for the extent costs the store and us far less than
+ * a GET per block touched (cold random 4 KiB reads on RGW: 2,900 -> 4,400 IOPS). Reads spread
+ * thinly over a large image still fetch only their own blocks, and reads of a block or more
+ * only theirs: they already use a GET well, and extra GETs beside them slowed them down.
+ */
+const DENSE_EXTENT_BYTES = 8 * 1024 * 1024;
 const MAX_PREFETCH_FETCHES = 4;
 /** GETs that readers wait for, at most at once: enough to keep the store busy, few enough to bound what they reserve. */
 const MIN_DEMAND_FETCHES = 4;
@@ -214,12 +223,16 @@ export class StagingCache {
     const window = handle.readahead.onRead(position, end);
     this.count('misses', 1);
     const startsFetches = this.hasUnrequested(object, first, last);
+    const extent = window || end - position >= object.blockSize ? undefined : this.denseExtent(object, first, last);
     const staging = this.stage(object, first, last, end);
-    if (window) {
+    const fetchAhead = window
+      ? () => this.readAhead(object, handle.readahead, end, window)
+      : extent && (() => void this.fetchFree(object, extent.first, extent.last));
+    if (fetchAhead) {
       // A read that starts GETs of its own gets the store to itself until they land: readahead
       // sharing the bandwidth would delay the bytes the reader waits for (time to first byte).
-      if (startsFetches) void staging.then(() => this.readAhead(object, handle.readahead, end, window), () => undefined);
-      else this.readAhead(object, handle.readahead, end, window);
+      if (startsFetches) void staging.then(fetchAhead, () => undefined);
+      else fetchAhead();
     }
     try {
       await staging;
@@ -520,23 +533,50 @@ export class StagingCache {
     const stop = Math.min(object.size, end + window);
     const from = Math.max(end, readahead.scheduledUntil);
     if (from >= stop) return;
+    const next = this.fetchFree(object, object.blockOf(from), object.blockOf(stop - 1));
+    readahead.scheduledUntil = Math.max(readahead.scheduledUntil, Math.min(stop, object.blockStart(next)));
+  }
+
+  /**
+   * Starts background fetches of the blocks of first..last that are neither staged nor in
+   * flight, a run per GET, while fewer than MAX_READAHEAD_FETCHES run; returns the first block
+   * it left unscheduled (last + 1 when it got through).
+   */
+  private fetchFree(object: StagedObject, first: number, last: number): number {
     const maxRunBlocks = Math.max(1, Math.floor(MAX_REQUEST_BYTES / object.blockSize));
-    const lastBlock = object.blockOf(stop - 1);
     const free = (block: number) => !object.blocks.has(block) && !object.inflight.has(block);
-    let block = object.blockOf(from);
-    while (block <= lastBlock) {
+    let block = first;
+    while (block <= last) {
       if (!free(block)) {
         block++;
         continue;
       }
       if (this.readaheadFetches >= MAX_READAHEAD_FETCHES) break;
       let runEnd = block;
-      while (runEnd < lastBlock && runEnd + 1 - block < maxRunBlocks && free(runEnd + 1)) runEnd++;
+      while (runEnd < last && runEnd + 1 - block < maxRunBlocks && free(runEnd + 1)) runEnd++;
       this.readaheadFetches++;
       void this.fetcher.fetch(object, block, runEnd).finally(() => this.readaheadFetches--);
       block = runEnd + 1;
     }
-    readahead.scheduledUntil = Math.max(readahead.scheduledUntil, Math.min(stop, object.blockStart(block)));
+    return block;
+  }
+
+  /**
+   * The aligned DENSE_EXTENT_BYTES extent(s) around a random read of blocks first..last, when
+   * some other block of them is staged or being fetched already and some is still missing.
+   */
+  private denseExtent(object: StagedObject, first: number, last: number): { first: number; last: number } | undefined {
+    const extentBlocks = Math.max(1, Math.floor(DENSE_EXTENT_BYTES / object.blockSize));
+    const start = first - (first % extentBlocks);
+    const stop = Math.min(object.blocks.blockCount - 1, last - (last % extentBlocks) + extentBlocks - 1);
+    let touched = false;
+    let missing = false;
+    for (let block = start; block <= stop; block++) {
+      if (block >= first && block <= last) continue;
+      if (object.blocks.has(block) || object.inflight.has(block)) touched = true;
+      else missing = true;
+    }
+    return touched && missing ? { first: start, last: stop } : undefined;
   }
 
   /**

@@ -1,6 +1,7 @@
 /**
  * The cold read path: a READ is answered once its own bytes are on disk, not when its block or
- * GET ends; a handle's first small read starts no readahead; GETs that readers wait for are capped.
+ * GET ends; a handle's first small read starts no readahead; small random reads that land twice
+ * in one extent fetch the rest of it; GETs that readers wait for are capped.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import t, { type Test } from 'tap';
@@ -60,6 +61,30 @@ engineTest(t, "a handle's first small read starts no readahead", async (t, engin
   const status = await stagedStatus(mount, MiB);
   t.equal(status.stagedBytes, MiB, 'once its block is staged and nothing is reserved, that block is all there is');
   t.equal(s3.gets('vm/disk.img').length, 1, 'one GET was sent');
+});
+
+engineTest(t, 'small random reads that land twice in an 8 MiB extent fetch the rest of it, and only of it', async (t, engine) => {
+  const s3 = await startS3(t);
+  const data = randomData(32 * MiB);
+  await s3.store.put('vm/backing.qcow2', data);
+  const mount = await mountS3(t, s3, { engine, args: ['--block-size', '1MiB'] });
+  const file = await openFile(t, mount.path('vm/backing.qcow2'));
+  // Offsets well inside their blocks, far apart: no read follows another, so none is sequential.
+  const reads = [5 * MiB + 100 * 1024, 20 * MiB + 100 * 1024, 2 * MiB + 100 * 1024];
+  for (const position of reads) {
+    const buffer = Buffer.alloc(4096);
+    const { bytesRead } = await file.read(buffer, 0, buffer.length, position);
+    t.equal(wrongBytes(buffer.subarray(0, bytesRead), data.subarray(position, position + 4096)), 0, `4 KiB at ${position} read right`);
+  }
+  const status = await stagedStatus(mount, 9 * MiB);
+  t.equal(status.stagedBytes, 9 * MiB, 'staged: the whole first extent (its second read) and the one block read in the third extent');
+  const outside = s3.gets('vm/backing.qcow2').filter(({ range }) => {
+    const [, first, last] = /^bytes=(\d+)-(\d+)$/.exec(range ?? '') ?? [];
+    const inBlock20 = Number(first) >= 20 * MiB && Number(last) < 21 * MiB;
+    return !(Number(last) < 8 * MiB || inBlock20);
+  });
+  t.same(outside, [], 'every GET asked for bytes of the first extent or of the block read in the third');
+  t.equal(wrongBytes(await readHead(file, 8 * MiB), data.subarray(0, 8 * MiB)), 0, 'the first extent reads right');
 });
 
 engineTest(t, 'GETs that readers wait for are capped; the rest wait their turn', async (t, engine) => {
