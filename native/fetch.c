@@ -302,17 +302,21 @@ static void *pool_thread(void *arg) {
   fetch_pool *pool = arg;
   CURL *easy = curl_easy_init();
   char error[CURL_ERROR_SIZE];
-  int slot = -1;
   pthread_mutex_lock(&pool->lock);
-  for (int i = 0; i < pool->thread_count; i++)
-    if (pthread_equal(pool->threads[i], pthread_self())) slot = i;
+  int slot = 0;
+  while (!pthread_equal(pool->threads[slot], pthread_self())) slot++;
   for (;;) {
-    while (!pool->queue_head && !pool->stopping) pthread_cond_wait(&pool->queued, &pool->lock);
+    while (!pool->queue_head && !pool->stopping) {
+      pool->idle[pool->idle_count++] = slot;
+      pool->woken[slot] = 0;
+      /* fetch_start takes this thread off the idle stack when it wakes it */
+      while (!pool->woken[slot] && !pool->stopping) pthread_cond_wait(&pool->wake[slot], &pool->lock);
+    }
     fetch_transfer *t = pool->queue_head;
     if (!t) break;
     pool->queue_head = t->next;
     if (!pool->queue_head) pool->queue_tail = NULL;
-    if (slot >= 0) pool->running[slot] = t;
+    pool->running[slot] = t;
     int stopping = pool->stopping;
     pthread_mutex_unlock(&pool->lock);
     if (stopping || !easy) {
@@ -322,7 +326,7 @@ static void *pool_thread(void *arg) {
       run_transfer(pool, easy, error, t);
     }
     pthread_mutex_lock(&pool->lock);
-    if (slot >= 0) pool->running[slot] = NULL;
+    pool->running[slot] = NULL;
     pthread_mutex_unlock(&pool->lock);
     finish(t);
     pthread_mutex_lock(&pool->lock);
@@ -346,7 +350,7 @@ fetch_pool *fetch_pool_open(const fetch_options *options, fetch_post_fn post_fn,
   pool->post = post_fn;
   pool->post_context = post_context;
   pthread_mutex_init(&pool->lock, NULL);
-  pthread_cond_init(&pool->queued, NULL);
+  for (int i = 0; i < FETCH_MAX_THREADS; i++) pthread_cond_init(&pool->wake[i], NULL);
   int threads = options->threads < 1 ? 1 : options->threads > FETCH_MAX_THREADS ? FETCH_MAX_THREADS : options->threads;
   /* Threads look themselves up in `threads` under the lock: hold it while they are made. */
   pthread_mutex_lock(&pool->lock);
@@ -370,11 +374,11 @@ void fetch_pool_close(fetch_pool *pool) {
   for (fetch_transfer *t = pool->queue_head; t; t = t->next) fetch_cancel(t);
   for (int i = 0; i < pool->thread_count; i++)
     if (pool->running[i]) fetch_cancel(pool->running[i]);
-  pthread_cond_broadcast(&pool->queued);
+  for (int i = 0; i < pool->thread_count; i++) pthread_cond_signal(&pool->wake[i]);
   pthread_mutex_unlock(&pool->lock);
   for (int i = 0; i < pool->thread_count; i++) pthread_join(pool->threads[i], NULL);
   pthread_mutex_destroy(&pool->lock);
-  pthread_cond_destroy(&pool->queued);
+  for (int i = 0; i < FETCH_MAX_THREADS; i++) pthread_cond_destroy(&pool->wake[i]);
   free(pool->ca_file);
   free(pool);
 }
@@ -391,7 +395,11 @@ int fetch_start(fetch_pool *pool, fetch_transfer *t) {
   if (pool->queue_tail) pool->queue_tail->next = t;
   else pool->queue_head = t;
   pool->queue_tail = t;
-  pthread_cond_signal(&pool->queued);
+  if (pool->idle_count) {
+    int slot = pool->idle[--pool->idle_count];
+    pool->woken[slot] = 1;
+    pthread_cond_signal(&pool->wake[slot]);
+  }
   pthread_mutex_unlock(&pool->lock);
   return 0;
 }

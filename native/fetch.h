@@ -9,7 +9,12 @@
  * JavaScript's handle), the pool holds one from fetch_start until the DONE event is made, and
  * every event holds one until it is freed.
  *
- * Locks: `pool->lock` guards the queue, `running` and `stopping`; `transfer->lock` guards the
+ * Dispatch: a queued transfer wakes the thread that went idle last. Each thread keeps its own
+ * keep-alive connection (libcurl cannot share one between threads), so a few transfers at a
+ * time reuse a few warm connections instead of each waking the longest-idle thread and
+ * connecting anew.
+ *
+ * Locks: `pool->lock` guards the queue, the idle stack, `running` and `stopping`; `transfer->lock` guards the
  * verdict. Closing the pool takes transfer locks under the pool's (to cancel); nothing takes
  * them the other way round. `written` and `watch` are atomics: JavaScript reads and sets them while
  * the transfer runs.
@@ -116,8 +121,12 @@ typedef struct fetch_pool {
   pthread_t threads[FETCH_MAX_THREADS];
   int thread_count;
   pthread_mutex_t lock;
-  pthread_cond_t queued;
   fetch_transfer *queue_head, *queue_tail;
+  /* Threads waiting for work, by slot, the one idle the shortest last; each waits on its own `wake`. */
+  int idle[FETCH_MAX_THREADS];
+  int idle_count;
+  int woken[FETCH_MAX_THREADS];
+  pthread_cond_t wake[FETCH_MAX_THREADS];
   int stopping;
   /* Transfers running on a thread (cancelled at close), under lock. */
   fetch_transfer *running[FETCH_MAX_THREADS];
