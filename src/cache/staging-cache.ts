@@ -186,8 +186,14 @@ export class StagingCache {
     return cache;
   }
 
-  /** Opens a handle on one version of an object; the entry counts it until `release`. */
-  async open(version: ObjectVersion): Promise<CacheHandle> {
+  /**
+   * Opens a handle on one version of an object; the entry counts it until `release`. A handle
+   * opened `toRead` starts fetching the object's first block: nearly every reader reads it first
+   * (a copy, a qcow2 header, a small file whole), so its GET counts as one a reader waits for (a
+   * demand fetch, capped as those are) and is on its way while the kernel turns the open into
+   * that first read.
+   */
+  async open(version: ObjectVersion, toRead = false): Promise<CacheHandle> {
     const readahead = new Readahead({ initialBytes: 2 * this.config.blockSize, maxBytes: MAX_READAHEAD_BYTES });
     if (version.size === 0) return { object: undefined, readahead };
     const object = this.entryFor(version);
@@ -195,6 +201,7 @@ export class StagingCache {
     object.lastAccess = this.now();
     this.changed.add(object);
     this.retireOthers(version);
+    if (toRead && !object.blocks.has(0) && !object.inflight.has(0)) void this.fetcher.fetch(object, 0, 0, true);
     return { object, readahead };
   }
 

@@ -204,7 +204,7 @@ export class Filesystem {
       reading = { kind: 'local', file: local };
     } else {
       const node = await this.namespace.lookupFile(path);
-      reading = { kind: 'object', node, handle: await this.cache.open(this.versionOf(node)) };
+      reading = { kind: 'object', node, handle: await this.cache.open(this.versionOf(node), !writable) };
     }
     const fh = this.handles.add({ path, writable, reading, direct: 'none' });
     debug('open %s as %d (%s)', path, fh, reading.kind === 'local' ? 'being written' : reading.node.etag);

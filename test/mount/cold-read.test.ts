@@ -1,7 +1,8 @@
 /**
  * The cold read path: a READ is answered once its own bytes are on disk, not when its block or
- * GET ends; a handle's first small read starts no readahead; small random reads that land twice
- * in one extent fetch the rest of it; GETs that readers wait for are capped.
+ * GET ends; an open to read fetches the first block before any read asks; a handle's first small
+ * read starts no readahead; small random reads that land twice in one extent fetch the rest of
+ * it; GETs that readers wait for are capped.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import t, { type Test } from 'tap';
@@ -49,6 +50,18 @@ engineTest(t, 'a read of the first bytes of a block is answered while the rest o
   t.equal(wrongBytes(await readHead(file, 4096), data.subarray(0, 4096)), 0, 'the first 4 KiB read right');
   t.equal(await proxy.injected('stall'), 1, 'while the body of their GET stays stalled halfway through the block');
   t.equal((await cacheStatus(mount)).stagedBytes, 0, 'and that block is not staged');
+});
+
+engineTest(t, 'an open to read starts fetching the first block, and only it, before any read', async (t, engine) => {
+  const s3 = await startS3(t);
+  const data = randomData(8 * MiB);
+  await s3.store.put('vm/template.img', data);
+  const mount = await mountS3(t, s3, { engine, args: ['--block-size', '1MiB'] });
+  const file = await openFile(t, mount.path('vm/template.img'));
+  const status = await stagedStatus(mount, MiB);
+  t.equal(status.stagedBytes, MiB, 'with the file open and nothing read, its first block is staged and nothing else');
+  t.same(s3.gets('vm/template.img').map(({ range }) => range), [`bytes=0-${MiB - 1}`], 'by one GET of that block');
+  t.equal(wrongBytes(await readHead(file, 4096), data.subarray(0, 4096)), 0, 'the first read reads it right');
 });
 
 engineTest(t, "a handle's first small read starts no readahead", async (t, engine) => {
