@@ -201,7 +201,7 @@ export class StagingCache {
     object.lastAccess = this.now();
     this.changed.add(object);
     this.retireOthers(version);
-    if (toRead && !object.blocks.has(0) && !object.inflight.has(0)) void this.fetcher.fetch(object, 0, 0, true);
+    if (toRead && this.hasUnrequested(object, 0, 0)) void this.fetcher.fetch(object, 0, 0, true);
     return { object, readahead };
   }
 
