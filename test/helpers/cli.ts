@@ -1,6 +1,8 @@
 /** Running the stagefs command line as a user would. */
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import type { StatusReport } from '../../src/cli/status-command';
+import { sleep } from '../../src/util/deferred';
 import { CLI } from './mount';
 
 export interface CliResult {
@@ -21,4 +23,23 @@ export function runCli(args: string[], env: Record<string, string> = {}, timeout
 /** Empties the kernel's page cache, so the next read reaches the mount's daemon. */
 export function dropPageCache(): void {
   writeFileSync('/proc/sys/vm/drop_caches', '1');
+}
+
+/** `stagefs status --json` of the cache at `cacheDir`. */
+export async function statusReport(cacheDir: string): Promise<StatusReport> {
+  const result = await runCli(['status', '--cache-dir', cacheDir, '--json']);
+  if (result.code !== 0) throw new Error(`stagefs status failed: ${result.stderr}`);
+  return JSON.parse(result.stdout) as StatusReport;
+}
+
+/**
+ * Whether every change made through the mount is in the store within `timeoutMs`: a change to a
+ * file still local (its release in transit, say) is uploaded in the background after the call
+ * that made it returned.
+ */
+export async function uploadsSettled(cacheDir: string, timeoutMs = 60_000): Promise<boolean> {
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(100)) {
+    if ((await statusReport(cacheDir)).pendingUploads.count === 0) return true;
+  }
+  return false;
 }

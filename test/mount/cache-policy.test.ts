@@ -7,18 +7,12 @@ import { CacheIndex } from '../../src/cache/cache-index';
 import { entryId } from '../../src/cache/staged-files';
 import type { StatusReport } from '../../src/cli/status-command';
 import { sleep } from '../../src/util/deferred';
-import { dropPageCache, runCli } from '../helpers/cli';
+import { dropPageCache, runCli, statusReport } from '../helpers/cli';
 import { randomData, sha256, sha256File } from '../helpers/files';
 import { engineTest, mountS3, tempDir } from '../helpers/mount';
 import { BUCKET, startS3 } from '../helpers/s3';
 
 const MiB = 1024 * 1024;
-
-async function status(cacheDir: string): Promise<StatusReport> {
-  const result = await runCli(['status', '--cache-dir', cacheDir, '--json']);
-  if (result.code !== 0) throw new Error(`status failed: ${result.stderr}`);
-  return JSON.parse(result.stdout) as StatusReport;
-}
 
 function entry(report: StatusReport, key: string) {
   return report.entries.find((e) => e.key === key);
@@ -99,7 +93,7 @@ engineTest(t, 'stress: readers churn a small cache while one file stays open', a
   const after = Buffer.alloc(held.length);
   await heldFile.read(after, 0, held.length, 0);
   t.equal(sha256(after), sha256(held), 'the open file still reads back its exact bytes');
-  const report = await status(mount.cacheDir);
+  const report = await statusReport(mount.cacheDir);
   t.ok(report.counters.evictions > 0, `entries were evicted (${report.counters.evictions})`);
   t.equal(entry(report, 'pool/held.qcow2')?.openHandles, 1, 'status shows the held file open');
   t.ok(report.stagedBytes + report.reservedBytes <= capacity, 'and the cache within its size');
@@ -115,7 +109,7 @@ engineTest(t, 'a cache held whole by a pinned file serves every other read by by
   t.equal((await runCli(['cache', 'pin', mount.path('iso/pinned.iso')])).code, 0, 'the cache is full of a pinned file');
   t.equal(await sha256File(mount.path('iso/big.iso')), sha256(data), 'the bytes are right');
   await settle();
-  const report = await status(mount.cacheDir);
+  const report = await statusReport(mount.cacheDir);
   t.ok(report.counters.bypassedReads > 0, `bypassed reads are counted (${report.counters.bypassedReads})`);
   t.equal(entry(report, 'iso/big.iso')?.stagedBytes ?? 0, 0, 'nothing of it was staged');
   t.ok(s3.gets('iso/big.iso').length < 20, `sequential bypass reads fetch in chunks (${s3.gets('iso/big.iso').length} GETs)`);
@@ -132,19 +126,19 @@ engineTest(t, 'age eviction removes an idle file and keeps an open one', async (
   t.teardown(() => openFile.close().catch(() => undefined));
   await openFile.readFile();
   await settle();
-  const before = await status(mount.cacheDir);
+  const before = await statusReport(mount.cacheDir);
   t.ok(entry(before, 'snap/idle.vhd') && entry(before, 'snap/open.vhd'), 'both are staged');
   let after = before;
   for (let i = 0; i < 120 && entry(after, 'snap/idle.vhd'); i++) {
     await sleep(250);
-    after = await status(mount.cacheDir);
+    after = await statusReport(mount.cacheDir);
   }
   t.notOk(entry(after, 'snap/idle.vhd'), 'the idle file was evicted');
   t.ok(entry(after, 'snap/open.vhd'), 'the open file stayed');
   // The record goes at once; the counters reach the index with its next flush.
   for (let i = 0; i < 40 && after.counters.evictions < 1; i++) {
     await sleep(250);
-    after = await status(mount.cacheDir);
+    after = await statusReport(mount.cacheDir);
   }
   t.ok(after.counters.evictions >= 1, 'and the eviction is counted');
   const stagedFiles = join(mount.cacheDir, 'staged');
@@ -167,16 +161,16 @@ engineTest(t, 'pin, unpin, evict and prefetch from the command line', async (t, 
   t.equal(pin.code, 0, `pin (${pin.stderr.trim()})`);
   t.match(pin.stdout, /pinned 1 file/);
   await sleep(2000);
-  t.ok(entry(await status(cacheDir), 'tmpl/pinned.qcow2')?.pinned, 'a pinned file outlives --max-age');
+  t.ok(entry(await statusReport(cacheDir), 'tmpl/pinned.qcow2')?.pinned, 'a pinned file outlives --max-age');
 
   await first.unmount();
   const second = await mountS3(t, s3, { engine, cacheDir, args: ['--cache-size', '8MiB'] });
-  const remounted = await status(cacheDir);
+  const remounted = await statusReport(cacheDir);
   t.equal(entry(remounted, 'tmpl/pinned.qcow2')?.pinned, true, 'the pin survives a remount');
   t.equal(entry(remounted, 'tmpl/pinned.qcow2')?.stagedBytes, pinned.length, 'with its bytes');
   for (let i = 0; i < 4; i++) await readFile(second.path(`tmpl/filler-${i}.raw`));
   await settle();
-  const churned = await status(cacheDir);
+  const churned = await statusReport(cacheDir);
   t.ok(churned.counters.evictions > 0, 'reading more than the cache holds evicted entries');
   t.ok(entry(churned, 'tmpl/pinned.qcow2'), 'but not the pinned file');
 
@@ -191,13 +185,13 @@ engineTest(t, 'pin, unpin, evict and prefetch from the command line', async (t, 
   const evicted = await runCli(['cache', 'evict', second.path('tmpl/pinned.qcow2')]);
   t.equal(evicted.code, 0, `evict once closed (${evicted.stderr.trim()})`);
   await settle();
-  t.notOk(entry(await status(cacheDir), 'tmpl/pinned.qcow2'), 'the entry is gone');
+  t.notOk(entry(await statusReport(cacheDir), 'tmpl/pinned.qcow2'), 'the entry is gone');
 
   const prefetch = await runCli(['cache', 'prefetch', second.path('tmpl/image.qcow2')]);
   t.equal(prefetch.code, 0, `prefetch (${prefetch.stderr.trim()})`);
   t.match(prefetch.stderr, /prefetch \[#+\] 100% 7\.00 MiB \/ 7\.00 MiB .* MiB\/s/, 'with a progress bar');
   await settle();
-  const prefetched = await status(cacheDir);
+  const prefetched = await statusReport(cacheDir);
   t.equal(entry(prefetched, 'tmpl/image.qcow2')?.stagedBytes, image.length, 'prefetch staged the whole file');
   t.equal(entry(prefetched, 'tmpl/image.qcow2')?.state, 'complete');
   const gets = s3.gets('tmpl/image.qcow2').length;
@@ -223,7 +217,7 @@ engineTest(t, 'status --json reports what happened', async (t, engine) => {
   const file = await open(mount.path('vol/a.raw'), 'r');
   await file.read(Buffer.alloc(10), 0, 10, 0);
   await settle();
-  const report = await status(mount.cacheDir);
+  const report = await statusReport(mount.cacheDir);
   t.equal(report.capacityBytes, 64 * MiB, 'capacity');
   t.equal(report.entryCount, 1, 'one entry');
   const a = entry(report, 'vol/a.raw')!;

@@ -2,10 +2,9 @@
 import { open, readFile, writeFile } from 'node:fs/promises';
 import { get } from 'node:http';
 import t from 'tap';
-import type { StatusReport } from '../../src/cli/status-command';
 import { mountRecordFor } from '../../src/daemon/runtime-registry';
 import { sleep } from '../../src/util/deferred';
-import { dropPageCache, runCli } from '../helpers/cli';
+import { dropPageCache, runCli, statusReport } from '../helpers/cli';
 import { randomData } from '../helpers/files';
 import { engineTest, mountS3 } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
@@ -33,10 +32,6 @@ async function scrape(url: string): Promise<Map<string, number>> {
     samples.set(line.slice(0, space), Number(line.slice(space + 1)));
   }
   return samples;
-}
-
-async function status(cacheDir: string): Promise<StatusReport> {
-  return JSON.parse((await runCli(['status', '--cache-dir', cacheDir, '--json'])).stdout) as StatusReport;
 }
 
 engineTest(t, 'metrics: cache, store requests with latencies, FUSE requests, pending uploads', async (t, engine) => {
@@ -86,7 +81,7 @@ t.test('native engine: reads answered in C count as hits and keep lastAccess cur
   await file.read(Buffer.alloc(4096), 0, 4096, 5 * MiB);
   await sleep(600);
   const before = await scrape(url);
-  const accessBefore = Date.parse((await status(mount.cacheDir)).entries.find((e) => e.key === 'vol/part.raw')!.lastAccess);
+  const accessBefore = Date.parse((await statusReport(mount.cacheDir)).entries.find((e) => e.key === 'vol/part.raw')!.lastAccess);
   await sleep(1100);
   dropPageCache();
   const again = Buffer.alloc(4096);
@@ -98,7 +93,7 @@ t.test('native engine: reads answered in C count as hits and keep lastAccess cur
   t.ok(after.get('stagefs_fuse_native_read_bytes_total')! >= before.get('stagefs_fuse_native_read_bytes_total')! + 4096, 'with its bytes');
   t.ok(after.get('stagefs_cache_hits_total')! > before.get('stagefs_cache_hits_total')!, 'and counts as a cache hit');
   t.equal(after.get('stagefs_cache_misses_total'), before.get('stagefs_cache_misses_total'), 'not a miss');
-  const accessAfter = Date.parse((await status(mount.cacheDir)).entries.find((e) => e.key === 'vol/part.raw')!.lastAccess);
+  const accessAfter = Date.parse((await statusReport(mount.cacheDir)).entries.find((e) => e.key === 'vol/part.raw')!.lastAccess);
   t.ok(accessAfter > accessBefore, `lastAccess moved in the index (${accessBefore} -> ${accessAfter})`);
 
   t.equal((await runCli(['cache', 'prefetch', mount.path('iso/whole.iso')])).code, 0, 'a file staged whole');
@@ -112,7 +107,7 @@ t.test('native engine: reads answered in C count as hits and keep lastAccess cur
   let access = 0;
   for (let i = 0; i < 600 && access <= opened; i++) {
     await sleep(100);
-    access = Date.parse((await status(mount.cacheDir)).entries.find((e) => e.key === 'iso/whole.iso')!.lastAccess);
+    access = Date.parse((await statusReport(mount.cacheDir)).entries.find((e) => e.key === 'iso/whole.iso')!.lastAccess);
   }
   t.ok(access > opened, 'lastAccess keeps moving while a passthrough file is open');
   await whole.close();

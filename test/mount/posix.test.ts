@@ -9,6 +9,7 @@ import { chmod, chown, lstat, mkdir, readdir, readFile, readlink, rename, stat, 
 import { constants } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
+import { uploadsSettled } from '../helpers/cli';
 import { engineTest, ENGINES, mountS3, tempDir } from '../helpers/mount';
 import { mountS3fs } from '../helpers/s3fs';
 import { startS3 } from '../helpers/s3';
@@ -94,6 +95,8 @@ engineTest(t, 'ctime moves with every change, atime is settable, reads store not
   const changed = await stat(path);
   t.equal(seconds(changed.mtime), seconds(Y2020), 'chmod keeps mtime');
   t.ok(changed.ctimeMs >= before.ctimeMs, 'chmod moves ctime');
+  // A change that found the file still local (its release still on the way) goes up in the background.
+  t.ok(await uploadsSettled(mount.cacheDir), 'the changes are in the store');
   const puts = () => s3.requests().filter((r) => r.method === 'PUT').length;
   const putsBefore = puts();
   await readFile(path);

@@ -5,9 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { CacheIndex, type EntryRecord } from '../../src/cache/cache-index';
-import type { StatusReport } from '../../src/cli/status-command';
 import { sleep } from '../../src/util/deferred';
-import { dropPageCache, runCli } from '../helpers/cli';
+import { dropPageCache, runCli, statusReport } from '../helpers/cli';
 import { wrongBytes } from '../helpers/fault-reads';
 import { randomData } from '../helpers/files';
 import { engineTest, mountS3, tempDir } from '../helpers/mount';
@@ -19,12 +18,6 @@ const WAIT_MS = 20_000;
 // `cache verify` without a PATH checks every running mount: this file's mounts are the only ones it sees.
 process.env.STAGEFS_RUNTIME_DIR = mkdtempSync(join(tmpdir(), 'stagefs-test-verify-run-'));
 t.teardown(() => rmSync(process.env.STAGEFS_RUNTIME_DIR!, { recursive: true, force: true }));
-
-async function status(cacheDir: string): Promise<StatusReport> {
-  const result = await runCli(['status', '--cache-dir', cacheDir, '--json']);
-  if (result.code !== 0) throw new Error(`status failed: ${result.stderr}`);
-  return JSON.parse(result.stdout) as StatusReport;
-}
 
 const isComplete = (record: EntryRecord) => record.stagedBytes === record.size;
 const hasBlock = (block: number) => (record: EntryRecord) => (record.blocks[block >> 3] & (1 << (block & 7))) !== 0;
@@ -49,7 +42,7 @@ async function stagingFile(cacheDir: string, key: string, ready: (record: EntryR
 async function badBlocks(cacheDir: string, count: number): Promise<number> {
   const deadline = Date.now() + WAIT_MS;
   for (;;) {
-    const counted = (await status(cacheDir)).counters.badBlocks;
+    const counted = (await statusReport(cacheDir)).counters.badBlocks;
     if (counted >= count || Date.now() > deadline) return counted;
     await sleep(100);
   }
@@ -168,7 +161,7 @@ t.test('a file too large to check at open is checked in the background and hande
   const path = mount.path('vm/large.img');
   const reads = async () => {
     await sleep(600); // the index records within a fraction of a second
-    const { counters } = await status(cacheDir);
+    const { counters } = await statusReport(cacheDir);
     return counters.hits + counters.misses;
   };
   const before = await reads();

@@ -1,10 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { open, writeFile } from 'node:fs/promises';
 import t from 'tap';
-import type { StatusReport } from '../../src/cli/status-command';
 import { EmbeddedS3 } from '../../src/s3server/embedded-s3';
 import { sleep } from '../../src/util/deferred';
-import { runCli } from '../helpers/cli';
+import { statusReport } from '../helpers/cli';
 import { writeThenKill } from '../helpers/crash';
 import { randomData, sha256, sha256File } from '../helpers/files';
 import { engineTest, mountS3, tempDir } from '../helpers/mount';
@@ -12,11 +11,6 @@ import { startS3 } from '../helpers/s3';
 import { objectBytes, objectSha256 } from '../helpers/s3-read';
 
 const MiB = 1024 * 1024;
-
-async function status(cacheDir: string): Promise<StatusReport> {
-  const result = await runCli(['status', '--cache-dir', cacheDir, '--json']);
-  return JSON.parse(result.stdout) as StatusReport;
-}
 
 async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
   for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(250)) {
@@ -55,7 +49,7 @@ engineTest(t, 'a crash before upload loses nothing: the remount uploads it first
   const second = await mountS3(t, s3, { engine, cacheDir });
   t.equal(await objectSha256(s3, 'volumes/export.raw'), sha256(data), 'the remount uploaded the bytes written before the crash');
   t.equal(await sha256File(second.path('volumes/export.raw')), sha256(data), 'and serves them');
-  t.equal((await status(cacheDir)).pendingUploads.count, 0, 'nothing is pending');
+  t.equal((await statusReport(cacheDir)).pendingUploads.count, 0, 'nothing is pending');
 });
 
 engineTest(t, 'an upload that fails reports EIO at close, stays dirty, and goes up once the server is back', async (t, engine) => {
@@ -68,7 +62,7 @@ engineTest(t, 'an upload that fails reports EIO at close, stays dirty, and goes 
   await s3.server.stop();
   await t.rejects(writer.close(), { code: 'EIO' }, 'close reports EIO');
   await sleep(600);
-  const pending = (await status(mount.cacheDir)).pendingUploads.files.find((e) => e.key === 'template.qcow2');
+  const pending = (await statusReport(mount.cacheDir)).pendingUploads.files.find((e) => e.key === 'template.qcow2');
   t.equal(pending?.dirty, true, 'status shows the file pending');
   t.ok(pending?.error, `with the last error (${pending?.error})`);
   t.match(mount.output(), /upload of template\.qcow2 failed/, 'and the log says so');
@@ -77,7 +71,7 @@ engineTest(t, 'an upload that fails reports EIO at close, stays dirty, and goes 
   const restarted = await EmbeddedS3.start({ directory, port });
   t.teardown(() => restarted.stop());
   t.ok(await eventually(async () => (await objectSha256(s3, 'template.qcow2')) === sha256(data), 60_000), 'uploaded once the server is back');
-  t.ok(await eventually(async () => (await status(mount.cacheDir)).pendingUploads.count === 0, 5_000), 'and no longer pending');
+  t.ok(await eventually(async () => (await statusReport(mount.cacheDir)).pendingUploads.count === 0, 5_000), 'and no longer pending');
 });
 
 engineTest(t, 'a sequential write several times the cache size streams through it to the store', async (t, engine) => {
@@ -91,7 +85,7 @@ engineTest(t, 'a sequential write several times the cache size streams through i
   t.equal(await objectSha256(s3, 'snapshot.vhd'), sha256(expected), 'the object holds every byte (sha256)');
   t.equal(await objectSha256(s3, 'kept.bin'), sha256(kept), 'an earlier file is intact');
   t.equal(await sha256File(mount.path('snapshot.vhd')), sha256(expected), 'and the mount reads it back');
-  t.equal((await status(mount.cacheDir)).pendingUploads.count, 0, 'nothing is left pending');
+  t.equal((await statusReport(mount.cacheDir)).pendingUploads.count, 0, 'nothing is left pending');
 });
 
 /** Writes 1 MiB chunks at offsets from `chunks` MiB down to 0 (a writer the cache cannot stream), then closes. */
@@ -118,7 +112,7 @@ engineTest(t, 'a random writer past the cache gets ENOSPC, and the store keeps t
   t.equal(closeFailure, 'ENOSPC', 'and close reports it');
   t.equal(await objectSha256(s3, 'volumes/disk.raw'), sha256(original), 'the object is the one before: nothing half-written was published');
   t.equal(await sha256File(mount.path('volumes/disk.raw')), sha256(original), 'the mount shows the stored version again once closed');
-  t.equal((await status(mount.cacheDir)).pendingUploads.count, 0, 'nothing is pending');
+  t.equal((await statusReport(mount.cacheDir)).pendingUploads.count, 0, 'nothing is pending');
 });
 
 engineTest(t, 'a full cache disk: a sequential writer streams on, a random writer gets ENOSPC and publishes nothing', async (t, engine) => {
