@@ -73,6 +73,12 @@ fetch_transfer *fetch_transfer_new(uint64_t id, const char *url, const char *con
   return t;
 }
 
+fetch_transfer *fetch_head_new(uint64_t id, const char *url, const char *const *headers, size_t header_count) {
+  fetch_transfer *t = fetch_transfer_new(id, url, headers, header_count, -1, 0, 0, 1, 0, 0);
+  if (t) t->head_only = 1;
+  return t;
+}
+
 /* An event about `t` with the blocks completed since the last one; NULL when memory is short. */
 static fetch_event *take_event(fetch_transfer *t, fetch_event_kind kind) {
   fetch_event *event = calloc(1, sizeof(*event));
@@ -114,14 +120,35 @@ static void copy_header_value(char *out, size_t size, const char *value, size_t 
   out[length] = '\0';
 }
 
+/* Keeps a HEAD's header line; 0 when the head outgrew FETCH_MAX_HEAD. */
+static int keep_head_line(fetch_transfer *t, const char *line, size_t length) {
+  if (t->text_length + length > FETCH_MAX_HEAD) {
+    t->outcome = FETCH_OVERRUN;
+    return 0;
+  }
+  char *grown = realloc(t->text, t->text_length + length + 1);
+  if (!grown) {
+    t->outcome = FETCH_NETWORK;
+    t->code = (int)CURLE_OUT_OF_MEMORY;
+    return 0;
+  }
+  memcpy(grown + t->text_length, line, length);
+  t->text_length += length;
+  grown[t->text_length] = '\0';
+  t->text = grown;
+  return 1;
+}
+
 static size_t on_header(char *line, size_t size, size_t count, void *context) {
   fetch_transfer *t = context;
   size_t length = size * count;
   /* A status line starts a response's head afresh. */
   if (length >= 5 && strncmp(line, "HTTP/", 5) == 0) {
     memset(&t->head, 0, sizeof(t->head));
+    t->text_length = 0;
     return length;
   }
+  if (t->head_only && !keep_head_line(t, line, length)) return 0;
   const char *colon = memchr(line, ':', length);
   if (!colon) return length;
   size_t name = (size_t)(colon - line);
@@ -301,6 +328,7 @@ static void run_transfer(fetch_pool *pool, CURL *easy, char *held, char *error, 
   curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, on_progress);
   curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &w);
+  if (t->head_only) curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
   CURLcode result = curl_easy_perform(easy);
   /* Bytes of an accepted body are data even when the connection broke after them. */
   if (t->outcome == FETCH_OK && !atomic_load(&t->cancelled)) write_held(&w);
@@ -324,7 +352,7 @@ static void run_transfer(fetch_pool *pool, CURL *easy, char *held, char *error, 
 
 static void finish(fetch_transfer *t) {
   /* The file is done with now: its handle in JavaScript may live on until a collection. */
-  close(t->fd);
+  if (t->fd >= 0) close(t->fd);
   t->fd = -1;
   fetch_event *event = take_event(t, FETCH_EVENT_DONE);
   if (event) {

@@ -29,6 +29,8 @@
 
 #define FETCH_MAX_THREADS 64
 #define FETCH_MAX_ERROR_BODY (64 * 1024)
+/* A HEAD's response head is kept whole up to this; S3 allows 2 KiB of user metadata. */
+#define FETCH_MAX_HEAD (64 * 1024)
 
 typedef enum {
   FETCH_EVENT_HEAD = 1,     /* the response's head: JavaScript answers with fetch_verdict */
@@ -44,7 +46,7 @@ typedef enum {
   FETCH_REFUSED = 4,   /* JavaScript refused the head */
   FETCH_CANCELLED = 5, /* fetch_cancel, or the pool closed */
   FETCH_SHORT = 6,     /* the body ended before `end` */
-  FETCH_OVERRUN = 7,   /* the body went on past `end` */
+  FETCH_OVERRUN = 7,   /* the body went on past `end`, or a HEAD's head past FETCH_MAX_HEAD */
 } fetch_outcome;
 
 typedef struct fetch_head {
@@ -62,7 +64,9 @@ typedef struct fetch_transfer {
   uint64_t id;
   char *url;
   void *headers; /* struct curl_slist * */
-  int fd;        /* ours, closed once the transfer is over */
+  /* A HEAD: no body, no file; its response head is kept whole in `text` for DONE. */
+  int head_only;
+  int fd; /* ours, closed once the transfer is over; -1 for a HEAD */
   uint64_t start, end, block_size;
   /* The CRC of the block holding `written`, over its bytes before `written`. */
   uint32_t crc;
@@ -83,6 +87,7 @@ typedef struct fetch_transfer {
   int verdict; /* under lock: 0 awaited, 1 accepted, -1 refused */
   fetch_outcome outcome;
   int code;
+  /* An error answer's body, libcurl's message, or a HEAD's response head ("Name: value\r\n" lines). */
   char *text;
   size_t text_length;
   struct fetch_transfer *next;
@@ -148,6 +153,9 @@ void fetch_pool_close(fetch_pool *pool);
  */
 fetch_transfer *fetch_transfer_new(uint64_t id, const char *url, const char *const *headers, size_t header_count, int fd,
                                    uint64_t start, uint64_t end, uint64_t block_size, uint32_t crc, uint64_t crc_filled);
+
+/* A HEAD of `url`: its DONE event carries the response's header lines in `text`. NULL on allocation failure. */
+fetch_transfer *fetch_head_new(uint64_t id, const char *url, const char *const *headers, size_t header_count);
 
 /* Queues a transfer to run; 0, or ESHUTDOWN once the pool is closing. */
 int fetch_start(fetch_pool *pool, fetch_transfer *transfer);

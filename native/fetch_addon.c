@@ -2,11 +2,12 @@
  * The fetch pool (fetch.h) for JavaScript:
  *   fetchOpen({ threads, connectTimeoutMs, idleTimeoutMs, caFile? }, onEvent) -> pool
  *   fetchStart(pool, { id, url, headers: string[], fd, start, end, blockSize, crc, crcFilled }) -> transfer
+ *   fetchHead(pool, { id, url, headers: string[] }) -> transfer (DONE only; its text is the response's head)
  *   fetchVerdict(transfer, accept), fetchWatch(transfer, offset) -> written, fetchCancel(transfer)
  *   fetchClose(pool)
  * onEvent gets one object per event: { kind, id, written, firstDone, crcs?, and for HEAD and
  * DONE the head (status, contentRange, contentLength, etag), for DONE outcome, code, text, crc,
- * crcFilled }.
+ * crcFilled }. A HEAD's head is given as latin1, as Node's HTTP parser reads header bytes.
  */
 #define _GNU_SOURCE
 #include "fetch_addon.h"
@@ -30,6 +31,8 @@ typedef struct js_pool {
   int active;
   /* The JavaScript handle's and the event channel's (its last queued event may come after the handle is gone). */
   int refs;
+  /* Whether close_at_exit is registered: a pool still open when the environment is torn down is closed by it. */
+  bool hooked;
 } js_pool;
 
 /* Both on the JavaScript thread. */
@@ -79,8 +82,13 @@ static bool event_object(napi_env env, fetch_event *event, napi_value *out) {
       return false;
   }
   if (event->kind == FETCH_EVENT_DONE) {
-    if (!set_number(env, object, "outcome", event->outcome) || !set_number(env, object, "code", event->code) ||
-        !set_string(env, object, "text", event->text) || !set_number(env, object, "crc", event->crc) ||
+    napi_value text;
+    napi_status made = t->head_only && event->outcome != FETCH_NETWORK
+                           ? napi_create_string_latin1(env, event->text ? event->text : "", NAPI_AUTO_LENGTH, &text)
+                           : napi_create_string_utf8(env, event->text ? event->text : "", NAPI_AUTO_LENGTH, &text);
+    if (made != napi_ok || napi_set_named_property(env, object, "text", text) != napi_ok ||
+        !set_number(env, object, "outcome", event->outcome) || !set_number(env, object, "code", event->code) ||
+        !set_number(env, object, "crc", event->crc) ||
         !set_number(env, object, "crcFilled", (double)event->crc_filled))
       return false;
   }
@@ -107,16 +115,32 @@ static void call_js(napi_env env, napi_value callback, void *context, void *data
   fetch_event_free(event);
 }
 
-static void close_pool(js_pool *p) {
+/*
+ * A process that exits with a pool open (a command that never closed its store) tears its
+ * environment down: the event channel is deleted there, and the pool's finalizer, run after,
+ * would release it again and abort. Environment cleanup hooks run last-registered first, so this
+ * one, registered after the channel was made, closes the pool while the channel still exists.
+ */
+static void close_at_exit(void *arg);
+
+/*
+ * Closes the pool (joins its threads) and releases the event channel. `env` is NULL in
+ * close_at_exit, where the hook is unregistered by its caller.
+ */
+static void close_pool(napi_env env, js_pool *p) {
+  if (env && p->hooked) napi_remove_env_cleanup_hook(env, close_at_exit, p);
+  p->hooked = false;
   if (!p->pool) return;
   fetch_pool_close(p->pool);
   p->pool = NULL;
   napi_release_threadsafe_function(p->events, napi_tsfn_release);
 }
 
+static void close_at_exit(void *arg) { close_pool(NULL, arg); }
+
 static void finalize_pool(napi_env env, void *data, void *hint) {
   js_pool *p = data;
-  close_pool(p);
+  close_pool(env, p);
   js_pool_release(p);
 }
 
@@ -173,8 +197,9 @@ static napi_value js_fetch_open(napi_env env, napi_callback_info info) {
     js_pool_release(p);
     return throw_errno(env, err, "fetchOpen: cannot start fetch threads");
   }
+  p->hooked = napi_add_env_cleanup_hook(env, close_at_exit, p) == napi_ok;
   if (napi_create_external(env, p, finalize_pool, NULL, &result) != napi_ok) {
-    close_pool(p);
+    close_pool(env, p);
     js_pool_release(p);
     napi_throw_error(env, NULL, "fetchOpen: cannot create the pool handle");
     return NULL;
@@ -182,59 +207,118 @@ static napi_value js_fetch_open(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static napi_value js_fetch_start(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], list, result;
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  js_pool *p = argc >= 2 ? get_pool(env, argv[0]) : NULL;
-  if (!p) return NULL;
-  char *url = malloc(MAX_URL);
-  char *lines = malloc((size_t)MAX_HEADERS * MAX_HEADER_LINE);
-  const char *headers[MAX_HEADERS];
-  uint32_t count = 0;
-  bool ok = url && lines && get_string(env, argv[1], "url", url, MAX_URL) &&
-            napi_get_named_property(env, argv[1], "headers", &list) == napi_ok &&
-            napi_get_array_length(env, list, &count) == napi_ok && count <= MAX_HEADERS;
-  for (uint32_t i = 0; ok && i < count; i++) {
-    napi_value line;
-    size_t length;
-    char *out = lines + (size_t)i * MAX_HEADER_LINE;
-    ok = napi_get_element(env, list, i, &line) == napi_ok &&
-         napi_get_value_string_utf8(env, line, out, MAX_HEADER_LINE, &length) == napi_ok && length < MAX_HEADER_LINE - 1;
-    headers[i] = out;
-  }
-  int64_t fd = get_int(env, argv[1], "fd", -1), start = get_int(env, argv[1], "start", -1),
-          end = get_int(env, argv[1], "end", -1), block_size = get_int(env, argv[1], "blockSize", 0),
-          crc = get_int(env, argv[1], "crc", 0), crc_filled = get_int(env, argv[1], "crcFilled", 0);
-  ok = ok && fd >= 0 && start >= 0 && end > start && block_size > 0 && crc >= 0 && crc <= UINT32_MAX && crc_filled >= 0 &&
-       (uint64_t)crc_filled == (uint64_t)start % (uint64_t)block_size;
-  if (!ok) {
-    free(url);
-    free(lines);
-    napi_throw_type_error(env, NULL, "fetchStart: url, headers, fd and a range that starts where its CRC ends are required");
+/*
+ * A request's url and header lines, copied from `spec` at their own sizes: buffers of the
+ * largest allowed size cost an mmap and its page faults on every request.
+ */
+typedef struct js_request {
+  char *url;
+  char *headers[MAX_HEADERS];
+  uint32_t count;
+} js_request;
+
+/* A copy of the string `value` if it is one of 1 to `max` - 1 bytes; NULL otherwise. */
+static char *copy_string(napi_env env, napi_value value, size_t max) {
+  size_t length;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok || length == 0 || length >= max - 1) return NULL;
+  char *copy = malloc(length + 1);
+  if (copy && napi_get_value_string_utf8(env, value, copy, length + 1, &length) != napi_ok) {
+    free(copy);
     return NULL;
   }
-  int own_fd = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
-  fetch_transfer *t = own_fd < 0 ? NULL
-                                 : fetch_transfer_new((uint64_t)get_int(env, argv[1], "id", 0), url, headers, count, own_fd,
-                                                      (uint64_t)start, (uint64_t)end, (uint64_t)block_size, (uint32_t)crc,
-                                                      (uint64_t)crc_filled);
-  int err = own_fd < 0 ? errno : ENOMEM;
-  free(url);
-  free(lines);
-  if (!t) {
-    if (own_fd >= 0) close(own_fd);
-    return throw_errno(env, err, "fetchStart: cannot make the transfer");
+  return copy;
+}
+
+static bool read_request(napi_env env, napi_value spec, js_request *request) {
+  napi_value url, list;
+  uint32_t count = 0;
+  memset(request, 0, sizeof(*request));
+  if (napi_get_named_property(env, spec, "url", &url) != napi_ok || !(request->url = copy_string(env, url, MAX_URL)) ||
+      napi_get_named_property(env, spec, "headers", &list) != napi_ok || napi_get_array_length(env, list, &count) != napi_ok ||
+      count > MAX_HEADERS)
+    return false;
+  for (; request->count < count; request->count++) {
+    napi_value line;
+    if (napi_get_element(env, list, request->count, &line) != napi_ok) return false;
+    if (!(request->headers[request->count] = copy_string(env, line, MAX_HEADER_LINE))) return false;
   }
+  return true;
+}
+
+static void free_request(js_request *request) {
+  free(request->url);
+  for (uint32_t i = 0; i < request->count; i++) free(request->headers[i]);
+}
+
+/* Hands `t` to the pool and JavaScript a handle on it; NULL (an exception pending) when that fails. */
+static napi_value start_transfer(napi_env env, js_pool *p, fetch_transfer *t) {
+  napi_value result;
   if (napi_create_external(env, t, finalize_transfer, NULL, &result) != napi_ok) {
     fetch_transfer_release(t);
     napi_throw_error(env, NULL, "fetchStart: cannot create the transfer handle");
     return NULL;
   }
-  err = fetch_start(p->pool, t);
+  int err = fetch_start(p->pool, t);
   if (err) return throw_errno(env, err, "fetchStart: the pool is closing");
   if (p->active++ == 0) napi_ref_threadsafe_function(env, p->events);
   return result;
+}
+
+/* The pool and the request of a fetchStart or fetchHead call; NULL (an exception pending, nothing held) when they are not. */
+static js_pool *pool_and_request(napi_env env, napi_callback_info info, const char *usage, napi_value *spec, js_request *request) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  js_pool *p = argc >= 2 ? get_pool(env, argv[0]) : NULL;
+  if (!p) return NULL;
+  if (!read_request(env, argv[1], request)) {
+    free_request(request);
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  *spec = argv[1];
+  return p;
+}
+
+static napi_value js_fetch_start(napi_env env, napi_callback_info info) {
+  static const char usage[] = "fetchStart: url, headers, fd and a range that starts where its CRC ends are required";
+  napi_value spec;
+  js_request request;
+  js_pool *p = pool_and_request(env, info, usage, &spec, &request);
+  if (!p) return NULL;
+  int64_t fd = get_int(env, spec, "fd", -1), start = get_int(env, spec, "start", -1), end = get_int(env, spec, "end", -1),
+          block_size = get_int(env, spec, "blockSize", 0), crc = get_int(env, spec, "crc", 0),
+          crc_filled = get_int(env, spec, "crcFilled", 0);
+  if (!(fd >= 0 && start >= 0 && end > start && block_size > 0 && crc >= 0 && crc <= UINT32_MAX && crc_filled >= 0 &&
+        (uint64_t)crc_filled == (uint64_t)start % (uint64_t)block_size)) {
+    free_request(&request);
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  int own_fd = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
+  fetch_transfer *t = own_fd < 0 ? NULL
+                                 : fetch_transfer_new((uint64_t)get_int(env, spec, "id", 0), request.url,
+                                                      (const char *const *)request.headers, request.count, own_fd,
+                                                      (uint64_t)start, (uint64_t)end, (uint64_t)block_size, (uint32_t)crc,
+                                                      (uint64_t)crc_filled);
+  int err = own_fd < 0 ? errno : ENOMEM;
+  free_request(&request);
+  if (!t) {
+    if (own_fd >= 0) close(own_fd);
+    return throw_errno(env, err, "fetchStart: cannot make the transfer");
+  }
+  return start_transfer(env, p, t);
+}
+
+static napi_value js_fetch_head(napi_env env, napi_callback_info info) {
+  napi_value spec;
+  js_request request;
+  js_pool *p = pool_and_request(env, info, "fetchHead: url and headers are required", &spec, &request);
+  if (!p) return NULL;
+  fetch_transfer *t = fetch_head_new((uint64_t)get_int(env, spec, "id", 0), request.url, (const char *const *)request.headers, request.count);
+  free_request(&request);
+  if (!t) return throw_errno(env, ENOMEM, "fetchHead: cannot make the transfer");
+  return start_transfer(env, p, t);
 }
 
 static napi_value js_fetch_verdict(napi_env env, napi_callback_info info) {
@@ -280,7 +364,7 @@ static napi_value js_fetch_close(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "fetchClose: a fetch pool is required");
     return NULL;
   }
-  close_pool(p);
+  close_pool(env, p);
   return NULL;
 }
 
@@ -292,6 +376,7 @@ bool fetch_addon_init(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"fetchOpen", NULL, js_fetch_open, NULL, NULL, NULL, napi_default, NULL},
       {"fetchStart", NULL, js_fetch_start, NULL, NULL, NULL, napi_default, NULL},
+      {"fetchHead", NULL, js_fetch_head, NULL, NULL, NULL, napi_default, NULL},
       {"fetchVerdict", NULL, js_fetch_verdict, NULL, NULL, NULL, napi_default, NULL},
       {"fetchWatch", NULL, js_fetch_watch, NULL, NULL, NULL, napi_default, NULL},
       {"fetchCancel", NULL, js_fetch_cancel, NULL, NULL, NULL, napi_default, NULL},

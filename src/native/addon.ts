@@ -62,7 +62,7 @@ export interface FetchEvent {
   outcome?: FetchOutcome;
   /** The CURLcode (Network) or errno (Write). */
   code?: number;
-  /** libcurl's message (Network), or the start of an error answer's body (Http). */
+  /** libcurl's message (Network), the start of an error answer's body (Http), or a HEAD's header lines. */
   text?: string;
   /** The CRC of the block holding `written`, over its bytes before `written`: a resumed transfer goes on from it. */
   crc?: number;
@@ -107,6 +107,8 @@ export interface NativeAddon {
   /** A pool of threads running ranged GETs into files with libcurl (native/fetch.h). */
   fetchOpen(options: { threads: number; connectTimeoutMs: number; idleTimeoutMs: number; caFile?: string }, onEvent: (event: FetchEvent) => void): FetchPool;
   fetchStart(pool: FetchPool, spec: FetchTransferSpec): FetchTransfer;
+  /** A HEAD: only a DONE event follows, its `text` the response's header lines. */
+  fetchHead(pool: FetchPool, spec: Pick<FetchTransferSpec, 'id' | 'url' | 'headers'>): FetchTransfer;
   /** Lets a transfer whose HEAD was posted write its body, or refuses it. */
   fetchVerdict(transfer: FetchTransfer, accept: boolean): void;
   /** Asks for a PROGRESS event once `offset` is written; returns the bytes written so far. */

@@ -6,6 +6,7 @@
  * head is judged (rangeResponseProblem) before a byte of its body is written, and the store
  * classifies and retries every failure as it does for any other GET.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import { constants } from 'node:os';
 import createDebug from 'debug';
 import { StoreError } from '../errors';
@@ -123,17 +124,15 @@ export class NativeAttempt {
       case FetchOutcome.Ok:
         return undefined;
       case FetchOutcome.Http:
-        return httpError(event.status ?? 0, event.text ?? '');
       case FetchOutcome.Network:
-        return networkError(event.code ?? 0, event.text ?? '');
+      case FetchOutcome.Cancelled:
+        return transportFailure(event, event.text ?? '');
       case FetchOutcome.Write: {
         const code = Object.entries(constants.errno).find(([, value]) => value === event.code)?.[0] ?? 'EIO';
         return Object.assign(new Error(`writing the staging file: ${code}`), { code });
       }
       case FetchOutcome.Refused:
         return new StoreError('BadResponse', this.problem ?? 'the response was refused');
-      case FetchOutcome.Cancelled:
-        return Object.assign(new Error('the transfer was cancelled'), { name: 'AbortError' });
       case FetchOutcome.Overrun:
         return new StoreError('BadResponse', 'the store sent more bytes than asked');
       case FetchOutcome.Short: {
@@ -161,9 +160,58 @@ function networkError(curlCode: number, message: string): Error {
   return Object.assign(new Error(message), { code: CURL_CODES[curlCode] ?? `CURLE_${curlCode}` });
 }
 
-/** The addon's fetch pool: attempts started, and their events dispatched to them. */
+/**
+ * A HEAD's header lines as Node's HTTP client gives them: names in lower case, the values of a
+ * repeated name joined with ", " (as node:http joins all but a few).
+ */
+export function parseHeadLines(text: string): IncomingHttpHeaders {
+  const headers: Record<string, string> = {};
+  for (const line of text.split('\r\n')) {
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    const name = line.slice(0, colon).trim().toLowerCase();
+    const value = line.slice(colon + 1).trim();
+    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+  }
+  return headers;
+}
+
+/** What a transfer's events go to. */
+interface EventSink {
+  handle(event: FetchEvent): void;
+}
+
+function requestOf(signed: SignedRequest): { url: string; headers: string[] } {
+  return {
+    url: `${signed.url.protocol}//${signed.url.host}${signed.path}`,
+    headers: Object.entries(signed.headers).map(([name, value]) => `${name}: ${value}`),
+  };
+}
+
+/** An error answer (its body `errorBody`), a failed connection or a cancel, as the JavaScript client's errors. */
+function transportFailure(event: FetchEvent, errorBody: string): Error {
+  if (event.outcome === FetchOutcome.Http) return httpError(event.status ?? 0, errorBody);
+  if (event.outcome === FetchOutcome.Network) return networkError(event.code ?? 0, event.text ?? '');
+  return Object.assign(new Error('the transfer was cancelled'), { name: 'AbortError' });
+}
+
+/** Why a HEAD's DONE is no answer; an error answer has no body (HEAD has none). */
+function headFailure(event: FetchEvent): Error {
+  switch (event.outcome) {
+    case FetchOutcome.Http:
+    case FetchOutcome.Network:
+    case FetchOutcome.Cancelled:
+      return transportFailure(event, '');
+    case FetchOutcome.Overrun:
+      return new StoreError('BadResponse', 'the response head is too large');
+    default:
+      return new StoreError('Server', `the HEAD ended in an unknown way (${event.outcome})`);
+  }
+}
+
+/** The addon's fetch pool: transfers started, and their events dispatched to them. */
 export class NativeRanges {
-  private readonly attempts = new Map<number, NativeAttempt>();
+  private readonly attempts = new Map<number, EventSink>();
   private nextId = 1;
   private pool: FetchPool | undefined;
   private opened = false;
@@ -192,21 +240,48 @@ export class NativeRanges {
   }
 
   start(spec: AttemptSpec): NativeAttempt {
+    const pool = this.openPool();
+    const request = { id: this.nextId++, ...requestOf(spec.signed) };
+    const transfer = this.addon.fetchStart(pool, { ...request, fd: spec.fd, start: spec.start, end: spec.end, blockSize: spec.blockSize, crc: spec.crc, crcFilled: spec.crcFilled });
+    const attempt = new NativeAttempt(this.addon, transfer, spec);
+    this.attempts.set(request.id, attempt);
+    void attempt.end.finally(() => this.attempts.delete(request.id));
+    return attempt;
+  }
+
+  /**
+   * The response headers of a signed HEAD, sent from a pool thread's warm connection; an error
+   * status is thrown as the store's error answers are, without a body (HEAD has none).
+   */
+  head(signed: SignedRequest): Promise<IncomingHttpHeaders> {
+    const pool = this.openPool();
+    const request = { id: this.nextId++, ...requestOf(signed) };
+    const done = new Deferred<IncomingHttpHeaders>();
+    this.attempts.set(request.id, {
+      handle: (event) => {
+        if (event.kind !== FETCH_EVENT_DONE) return;
+        this.attempts.delete(request.id);
+        if (event.outcome === FetchOutcome.Ok) done.resolve(parseHeadLines(event.text ?? ''));
+        else done.reject(headFailure(event));
+      },
+    });
+    try {
+      this.addon.fetchHead(pool, request);
+    } catch (err) {
+      this.attempts.delete(request.id);
+      throw err;
+    }
+    return done.promise;
+  }
+
+  private openPool(): FetchPool {
     if (!this.opened) {
       this.opened = true;
       const { connectTimeoutMs, idleTimeoutMs, caFile } = this.options;
       this.pool = this.addon.fetchOpen({ threads: POOL_THREADS, connectTimeoutMs, idleTimeoutMs, caFile }, (event) => this.dispatch(event));
     }
     if (!this.pool) throw Object.assign(new Error('the fetch pool is closed'), { name: 'AbortError' });
-    const id = this.nextId++;
-    const { signed } = spec;
-    const url = `${signed.url.protocol}//${signed.url.host}${signed.path}`;
-    const headers = Object.entries(signed.headers).map(([name, value]) => `${name}: ${value}`);
-    const transfer = this.addon.fetchStart(this.pool, { id, url, headers, fd: spec.fd, start: spec.start, end: spec.end, blockSize: spec.blockSize, crc: spec.crc, crcFilled: spec.crcFilled });
-    const attempt = new NativeAttempt(this.addon, transfer, spec);
-    this.attempts.set(id, attempt);
-    void attempt.end.finally(() => this.attempts.delete(id));
-    return attempt;
+    return this.pool;
   }
 
   /** Cancels every transfer and stops the pool's threads. */

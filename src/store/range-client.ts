@@ -84,13 +84,18 @@ export class RangeClient {
    * status is thrown as the store's error answers are, without a body (HEAD has none).
    */
   async head(key: string, withChecksums: boolean): Promise<IncomingHttpHeaders> {
-    const { url, path, headers } = await this.signed('HEAD', key, withChecksums ? { 'x-amz-checksum-mode': 'ENABLED' } : {});
+    const { url, path, headers } = await this.signedHead(key, withChecksums);
     const response = await this.send('HEAD', url, path, headers, undefined);
     // Nothing follows a HEAD's head: consuming it hands the socket back to the agent.
     response.resume();
     const status = response.statusCode ?? 0;
     if (status >= 300) throw httpError(status, '');
     return response.headers;
+  }
+
+  /** The URL and signed headers of a HEAD of `key` (asking for its checksums when `withChecksums`), for any HTTP client to send. */
+  signedHead(key: string, withChecksums: boolean): Promise<SignedRequest> {
+    return this.signed('HEAD', key, withChecksums ? { 'x-amz-checksum-mode': 'ENABLED' } : {});
   }
 
   /** The URL and signed headers of a GET of [start, end) of `key` at `etag`, for any HTTP client to send. */

@@ -19,8 +19,8 @@ import { startS3 } from '../helpers/s3';
 const MiB = 1024 * 1024;
 const BLOCK = MiB;
 
-function storeThrough(t: Test, proxy: FaultProxy): S3Store {
-  const store = new S3Store({ bucket: 'test', prefix: '', endpoint: proxy.endpoint, region: 'us-east-1', pathStyle: true, profile: undefined, caBundle: undefined, fetcher: 'native' });
+function storeThrough(t: Test, proxy: FaultProxy, fetcher: 'native' | 'js' = 'native'): S3Store {
+  const store = new S3Store({ bucket: 'test', prefix: '', endpoint: proxy.endpoint, region: 'us-east-1', pathStyle: true, profile: undefined, caBundle: undefined, fetcher });
   t.teardown(() => store.close());
   return store;
 }
@@ -156,6 +156,36 @@ t.test('a reader waiting for bytes hears of them before their block is whole', a
   t.ok(readFileSync(path).subarray(0, wanted).equals(data.subarray(0, wanted)), 'and those bytes are on disk');
   await write!.done;
   t.ok(readFileSync(path).equals(data), 'the rest follows once the stall ends');
+});
+
+t.test('a HEAD on the fetch pool reads what the JavaScript client reads; its failures are the store\'s', async (t) => {
+  const s3 = await startS3(t);
+  const proxy = await startFaultProxy(t, s3);
+  const metadata = { mode: '33188', uid: '1000', note: 'a value, with; punctuation = "quoted"', empty: '' };
+  await s3.store.put('dir/with meta+odd&name.img', randomData(12345), metadata);
+  const native = storeThrough(t, proxy);
+  const js = storeThrough(t, proxy, 'js');
+
+  const viaPool = await native.head('dir/with meta+odd&name.img');
+  const viaJs = await js.head('dir/with meta+odd&name.img');
+  t.same(viaPool, viaJs, 'size, ETag, time and metadata as the JavaScript client reads them');
+  t.same(viaPool?.metadata, metadata, 'every metadata entry, the empty one too');
+  t.equal(viaPool?.size, 12345, 'the size');
+  t.equal(await native.head('no/such/key'), undefined, 'a missing key is no object');
+
+  await proxy.set([{ fault: { kind: 'header', name: 'x-amz-checksum-crc32c', value: 'AAAAAA==' }, match: { method: 'HEAD', ranged: false } }]);
+  t.same((await native.head('dir/with meta+odd&name.img'))?.checksum, { algorithm: 'CRC32C', value: 'AAAAAA==' }, 'the store\'s checksum is read from the head');
+
+  await proxy.set([
+    { fault: { kind: 'status', status: 503, code: 'SlowDown' }, match: { method: 'HEAD', ranged: false }, count: 2 },
+  ]);
+  t.equal((await native.head('dir/with meta+odd&name.img'))?.etag, viaJs?.etag, 'SlowDown is retried');
+  t.equal(await proxy.injected('status'), 2, 'twice');
+
+  await proxy.set([{ fault: { kind: 'status', status: 500, code: 'InternalError' }, match: { method: 'HEAD', ranged: false } }]);
+  const failed = await native.head('dir/with meta+odd&name.img').catch((err: unknown) => err);
+  t.match(failed, { kind: 'Server' }, 'a store that keeps failing fails the HEAD as a server error');
+  await proxy.set([]);
 });
 
 async function collect(body: AsyncIterable<Uint8Array>): Promise<Buffer> {
