@@ -14,7 +14,7 @@ import { formatBytes } from '../units';
 import { BlockChecker, type BlockVerdict } from './block-checker';
 import { BypassReader, MemoryBudget } from './bypass-reader';
 import { DiskSpace } from './disk-space';
-import { type CacheIndex, COUNTER_NAMES, type CounterName, type Counters, zeroCounters } from './cache-index';
+import { type CacheIndex, COUNTER_NAMES, type CounterName, type Counters, type SpaceRecord, zeroCounters } from './cache-index';
 import { Evictor } from './evictor';
 import { Fetcher, NoCacheSpace } from './fetcher';
 import { openSoundIndex, sealIndex } from './index-health';
@@ -117,6 +117,8 @@ export class StagingCache {
   private readonly changed = new Set<StagedObject>();
   private readonly counters: Counters;
   private unflushedCounters = zeroCounters();
+  /** The space last recorded in the index: a flush with nothing new to record writes nothing (and syncs nothing). */
+  private recordedSpace: Omit<SpaceRecord, 'updatedAt'> | undefined;
   private readonly fetcher: Fetcher;
   private readonly evictor: Evictor;
   private readonly bypassBudget = new MemoryBudget(BYPASS_MEMORY_BYTES);
@@ -765,15 +767,15 @@ export class StagingCache {
     this.changed.clear();
     const counters = this.unflushedCounters;
     this.unflushedCounters = zeroCounters();
+    const space = { capacityBytes: this.ledger.capacity, stagedBytes: this.ledger.staged, reservedBytes: this.ledger.reserved };
+    const spaceChanged = !this.recordedSpace || COUNTED_SPACE.some((name) => this.recordedSpace![name] !== space[name]);
     try {
       await Promise.all(changed.map((object) => this.persist(object)));
-      await this.index.addCounters(counters);
-      await this.index.putSpace({
-        capacityBytes: this.ledger.capacity,
-        stagedBytes: this.ledger.staged,
-        reservedBytes: this.ledger.reserved,
-        updatedAt: this.now(),
-      });
+      if (COUNTER_NAMES.some((name) => counters[name] !== 0)) await this.index.addCounters(counters);
+      if (spaceChanged) {
+        await this.index.putSpace({ ...space, updatedAt: this.now() });
+        this.recordedSpace = space;
+      }
     } catch (err) {
       warn('could not update the cache index: %s', errorMessage(err));
       for (const object of changed) this.changed.add(object);
@@ -800,6 +802,8 @@ export class StagingCache {
     if (object.openHandles === 0 && object.activeFetches === 0 && object.fileIsOpen) await object.closeFile();
   }
 }
+
+const COUNTED_SPACE = ['capacityBytes', 'stagedBytes', 'reservedBytes'] as const;
 
 /** How many GETs readers may wait for at once, from the cache's size: each reserves its blocks. */
 function demandFetchLimit(config: CacheConfig): number {
