@@ -41,8 +41,7 @@ export class StagedFiles {
    * thread pool: sizing a new empty file only changes its inode, cheaper done here than queued.
    */
   async create(name: string, size: number): Promise<FileHandle> {
-    mkdirSync(join(this.root, name.slice(0, 2)), { recursive: true, mode: 0o700 });
-    const handle = await open(this.pathOf(name), 'wx+', 0o600);
+    const handle = await this.openNew(name);
     try {
       ftruncateSync(handle.fd, size);
     } catch (err) {
@@ -50,6 +49,17 @@ export class StagedFiles {
       throw err;
     }
     return handle;
+  }
+
+  /** Its shard directory is made only when it is missing: all but a shard's first file cost no mkdir. */
+  private async openNew(name: string): Promise<FileHandle> {
+    try {
+      return await open(this.pathOf(name), 'wx+', 0o600);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      mkdirSync(join(this.root, name.slice(0, 2)), { recursive: true, mode: 0o700 });
+      return open(this.pathOf(name), 'wx+', 0o600);
+    }
   }
 
   /** Opens an existing file; a missing one is an error, never silently recreated empty. */
