@@ -73,10 +73,23 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    console.error(`stagefs: ${errorMessage(err)}`);
-    process.exit(1);
-  },
-);
+/**
+ * Exits once what was written to stdout and stderr has reached them: on a pipe those writes are
+ * asynchronous, and exiting at once cut `stagefs status --json | ...` off at 64 KiB. A reader
+ * gone (EPIPE) ends the wait too.
+ */
+function exitWhenWritten(code: number): void {
+  let waiting = 2;
+  const written = () => {
+    if (--waiting === 0) process.exit(code);
+  };
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.once('error', () => process.exit(code));
+    stream.write('', written);
+  }
+}
+
+main(process.argv.slice(2)).then(exitWhenWritten, (err: unknown) => {
+  console.error(`stagefs: ${errorMessage(err)}`);
+  exitWhenWritten(1);
+});
