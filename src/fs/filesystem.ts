@@ -20,6 +20,7 @@ import { SingleFlight } from '../util/single-flight';
 import type { LocalFile } from '../write/local-file';
 import { WritePath } from '../write/write-path';
 import { localAttr, localAttrs, nodeAttr, nodeAttrs, nodeType, type Attr } from './attrs';
+import { DirectoryScans } from './directory-scan';
 import { HandleTable } from './handle-table';
 import { withAttrs, withoutTimes, type FullAttrs, type PosixAttrs } from './object-metadata';
 
@@ -100,6 +101,12 @@ const COPY_ATTEMPTS = 3;
  * close(2) does not wait for its RELEASE, so an open right after a reader's close can come first.
  */
 const KERNEL_READERS_WAIT_MS = 2000;
+/** Entries past the one opened that a scan of a directory's files keeps fetched ahead (directory-scan.ts). */
+const SCAN_AHEAD = 8;
+/** Files fetched ahead by a directory scan are at most this large: one GET each, few bytes to waste. */
+const SCAN_FILE_MAX_BYTES = 1024 * 1024;
+/** An ETag that is the MD5 of the object's bytes (a single-part upload), which the cache checks them against. */
+const MD5_ETAG = /^"?[0-9a-f]{32}"?$/;
 
 export class Filesystem {
   private readonly namespace: Namespace;
@@ -110,6 +117,7 @@ export class Filesystem {
   private readonly owner: { uid: number; gid: number };
   private readonly readOnly: boolean;
   private readonly handles = new HandleTable<OpenFile>();
+  private readonly scans = new DirectoryScans(SCAN_AHEAD);
   /** Called when a handle the kernel read directly is released. */
   private readonly kernelReaderGone = new Set<() => void>();
   private readonly localizing = new SingleFlight<string, LocalFile>();
@@ -205,10 +213,27 @@ export class Filesystem {
     } else {
       const node = await this.namespace.lookupFile(path);
       reading = { kind: 'object', node, handle: await this.cache.open(this.versionOf(node), !writable) };
+      if (!writable) this.scanAhead(path);
     }
     const fh = this.handles.add({ path, writable, reading, direct: 'none' });
     debug('open %s as %d (%s)', path, fh, reading.kind === 'local' ? 'being written' : reading.node.etag);
     return fh;
+  }
+
+  /**
+   * Fetches the small files listed after `path` when the opens of its directory go through it in
+   * listing order. Only objects whose bytes the cache can check whole: with the store's checksum
+   * (known from a HEAD), or an ETag that is their MD5.
+   */
+  private scanAhead(path: string): void {
+    const listed = this.namespace.listingPosition(path);
+    const window = listed && this.scans.opened(parentOf(path), listed.position);
+    if (!listed || !window) return;
+    for (const node of listed.entries(window.from, window.to)) {
+      if (node.kind !== 'file' || node.size === 0 || node.size > SCAN_FILE_MAX_BYTES || this.writes.fileAt(node.path)) continue;
+      if (node.checksum === undefined && !MD5_ETAG.test(node.etag)) continue;
+      this.cache.prefetch(this.versionOf(node), () => undefined).catch((err: unknown) => debug('fetching %s ahead: %s', node.path, errorMessage(err)));
+    }
   }
 
   /** Creates (or empties) a regular file and opens it. */

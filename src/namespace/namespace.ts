@@ -330,18 +330,36 @@ export class Namespace {
 
   /** Starts reading the metadata of the entries listed after `name`, which `ls -l` stats next. */
   private readAhead(children: Map<string, Node>, name: string): void {
-    let order = this.listingOrder.get(children);
-    if (!order) {
-      const nodes = [...children.values()];
-      order = { nodes, index: new Map(nodes.map((node, i) => [baseName(node.path), i])) };
-      this.listingOrder.set(children, order);
-    }
+    const order = this.orderOf(children);
     const at = order.index.get(name);
     if (at === undefined) return;
     for (const node of order.nodes.slice(at + 1, at + 1 + STAT_AHEAD)) {
       if (this.metadataFresh(node) || this.metadataReads.has(node)) continue;
       this.readMetadata(node).catch((err) => debug('reading the metadata of %s ahead: %s', node.path, errorMessage(err)));
     }
+  }
+
+  private orderOf(children: Map<string, Node>): { nodes: Node[]; index: Map<string, number> } {
+    let order = this.listingOrder.get(children);
+    if (!order) {
+      const nodes = [...children.values()];
+      order = { nodes, index: new Map(nodes.map((node, i) => [baseName(node.path), i])) };
+      this.listingOrder.set(children, order);
+    }
+    return order;
+  }
+
+  /**
+   * Where `path` stands in its parent's fresh listing, and the entries at positions from..to of
+   * it; undefined when the parent has no fresh listing or `path` is not in it.
+   */
+  listingPosition(path: string): { position: number; entries(from: number, to: number): Node[] } | undefined {
+    const listing = this.listings.get(parentOf(path));
+    if (!this.fresh(listing)) return undefined;
+    const order = this.orderOf(listing.value);
+    const position = order.index.get(baseName(path));
+    if (position === undefined) return undefined;
+    return { position, entries: (from, to) => order.nodes.slice(from, to + 1) };
   }
 
   /**
