@@ -186,8 +186,15 @@ export class S3Store implements ObjectStore {
     this.native?.close();
   }
 
+  /**
+   * Lists the prefix: whether the mount may read it. Meanwhile one HEAD (of the prefix, whatever
+   * it answers) warms what every lookup takes, so the first one does not wait for it: a fetch
+   * thread with its connection, the signing and the head's reading.
+   */
   async checkAccess(prefix: string): Promise<void> {
+    const warming = this.sendHead(prefix, this.askForChecksums).catch((err: unknown) => debug('warming the HEAD path: %s', errorMessage(err)));
     await this.list(prefix, { maxKeys: 1, delimiter: '/' });
+    await warming;
   }
 
   async list(prefix: string, options: ListOptions = {}): Promise<ListPage> {
