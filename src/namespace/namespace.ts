@@ -356,10 +356,13 @@ export class Namespace {
   listingPosition(path: string): { position: number; entries(from: number, to: number): Node[] } | undefined {
     const listing = this.listings.get(parentOf(path));
     if (!this.fresh(listing)) return undefined;
-    const order = this.orderOf(listing.value);
+    const children = listing.value;
+    const order = this.orderOf(children);
     const position = order.index.get(baseName(path));
     if (position === undefined) return undefined;
-    return { position, entries: (from, to) => order.nodes.slice(from, to + 1) };
+    // The listing's own node for each: a lookup may have replaced one since the order was taken (a new version).
+    const current = (node: Node) => children.get(baseName(node.path));
+    return { position, entries: (from, to) => order.nodes.slice(from, to + 1).flatMap((node) => current(node) ?? []) };
   }
 
   /**
