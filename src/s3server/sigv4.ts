@@ -3,8 +3,9 @@
  * the access key exists; the embedded server checks the signature too, so a wrong secret is
  * refused as real S3 refuses it.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
+import { signatureOf, signingKey, stringToSign } from '../util/sigv4';
 
 export type SignatureCheck = { ok: true } | { ok: false; code: 'InvalidAccessKeyId' | 'SignatureDoesNotMatch' | 'AuthorizationHeaderMalformed'; accessKeyId?: string };
 
@@ -28,10 +29,6 @@ function canonicalQuery(query: string): string {
     .sort(([ak, av], [bk, bv]) => (ak === bk ? (av < bv ? -1 : av > bv ? 1 : 0) : ak < bk ? -1 : 1))
     .map(([key, value]) => `${key}=${value}`)
     .join('&');
-}
-
-function hmac(key: Buffer | string, data: string): Buffer {
-  return createHmac('sha256', key).update(data).digest();
 }
 
 /** Checks a request signed in its Authorization header; other requests are left to s3rver. */
@@ -61,14 +58,8 @@ export function checkSignature(
   const payloadHash = String(headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD');
   const canonicalRequest = [method, path, canonicalQuery(query), headerLines, signedHeaders, payloadHash].join('\n');
   const scope = `${date}/${region}/${service}/aws4_request`;
-  const stringToSign = [
-    'AWS4-HMAC-SHA256',
-    String(headers['x-amz-date'] ?? ''),
-    scope,
-    createHash('sha256').update(canonicalRequest).digest('hex'),
-  ].join('\n');
-  const signingKey = hmac(hmac(hmac(hmac('AWS4' + secret, date), region), service), 'aws4_request');
-  const expected = Buffer.from(hmac(signingKey, stringToSign).toString('hex'));
+  const text = stringToSign(String(headers['x-amz-date'] ?? ''), scope, canonicalRequest);
+  const expected = Buffer.from(signatureOf(signingKey(secret, date, region, service), text));
   const given = Buffer.from(signature);
   return expected.length === given.length && timingSafeEqual(expected, given) ? { ok: true } : { ok: false, code: 'SignatureDoesNotMatch', accessKeyId };
 }

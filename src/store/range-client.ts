@@ -1,6 +1,6 @@
 /**
  * The read path's requests without the SDK's middleware - ranged GETs for data, HEADs for
- * lookups: a request signed with SigV4 (@smithy/signature-v4) on a keep-alive node:http(s)
+ * lookups: a request signed with SigV4 (request-signer.ts) on a keep-alive node:http(s)
  * agent, a body handed on as the socket delivers it. It costs a fraction of an SDK request's CPU
  * and latency on the JavaScript thread, which cold reads and every lookup wait on. Everything
  * else stays with the SDK client this is made from: its credentials provider (the whole AWS
@@ -10,8 +10,8 @@
 import { request as httpRequest, type Agent as HttpAgent, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, type Agent as HttpsAgent } from 'node:https';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { SignatureV4 } from '@smithy/signature-v4';
 import type { RangeBody, RangeResponse } from './range-read';
+import { RequestSigner } from './request-signer';
 
 /** Bytes of an error response's body read for its code and message. */
 const MAX_ERROR_BODY = 64 * 1024;
@@ -52,7 +52,7 @@ export interface SignedRequest {
 
 interface Target {
   url: URL;
-  signer: SignatureV4;
+  signer: RequestSigner;
 }
 
 export class RangeClient {
@@ -106,16 +106,7 @@ export class RangeClient {
   private async signed(method: 'GET' | 'HEAD', key: string, extraHeaders: Record<string, string>): Promise<SignedRequest> {
     const { url, signer } = await this.resolveTarget();
     const path = `${url.pathname.replace(/\/$/, '')}/${encodeKey(key)}`;
-    const signed = await signer.sign({
-      method,
-      protocol: url.protocol,
-      hostname: url.hostname,
-      port: url.port ? Number(url.port) : undefined,
-      path,
-      query: {},
-      headers: { host: url.host, ...extraHeaders, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' },
-    });
-    return { url, path, headers: signed.headers };
+    return { url, path, headers: await signer.sign(method, path, { host: url.host, ...extraHeaders }) };
   }
 
   private send(method: 'GET' | 'HEAD', url: URL, path: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<IncomingMessage> {
@@ -154,15 +145,8 @@ export class RangeClient {
         Accelerate: false,
       });
       const scheme = (endpoint.properties?.authSchemes as Array<{ signingRegion?: string }> | undefined)?.[0];
-      const signer = new SignatureV4({
-        credentials: config.credentials,
-        region: scheme?.signingRegion ?? region,
-        service: 's3',
-        sha256: config.sha256,
-        // S3 signs the path as sent, not encoded a second time.
-        uriEscapePath: false,
-        applyChecksum: false,
-      });
+      // S3 signs the path as sent, not encoded a second time: the signer takes it as it is.
+      const signer = new RequestSigner(() => config.credentials(), scheme?.signingRegion ?? region);
       return { url: new URL(endpoint.url.href), signer };
     })();
     this.target = resolving;
