@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import type { StatusReport } from '../../src/cli/status-command';
-import { sleep } from '../../src/util/deferred';
+import { eventually } from './eventually';
 import { CLI } from './mount';
 
 export interface CliResult {
@@ -37,9 +37,6 @@ export async function statusReport(cacheDir: string): Promise<StatusReport> {
  * file still local (its release in transit, say) is uploaded in the background after the call
  * that made it returned.
  */
-export async function uploadsSettled(cacheDir: string, timeoutMs = 60_000): Promise<boolean> {
-  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(100)) {
-    if ((await statusReport(cacheDir)).pendingUploads.count === 0) return true;
-  }
-  return false;
+export function uploadsSettled(cacheDir: string, timeoutMs = 60_000): Promise<boolean> {
+  return eventually(async () => (await statusReport(cacheDir)).pendingUploads.count === 0, timeoutMs);
 }

@@ -6,6 +6,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import t from 'tap';
 import { statusReport } from '../helpers/cli';
+import { eventually } from '../helpers/eventually';
 import { randomData, sha256 } from '../helpers/files';
 import { engineTest, mountS3 } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
@@ -15,13 +16,6 @@ const SCANNED = 400;
 const AHEAD = 8;
 const MiB = 1024 * 1024;
 const name = (i: number) => `f${String(i).padStart(4, '0')}`;
-
-async function eventually(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await new Promise((resolve) => setTimeout(resolve, 100))) {
-    if (check()) return true;
-  }
-  return check();
-}
 
 engineTest(t, 'opens in listing order fetch the next small files ahead, each once; other orders fetch nothing extra', async (t, engine) => {
   const s3 = await startS3(t);
@@ -57,7 +51,6 @@ engineTest(t, 'opens in listing order fetch the next small files ahead, each onc
 
   // The index records entries within a fraction of a second; status parses only if its JSON (over 64 KiB here) reaches the pipe whole.
   let entries = 0;
-  const recorded = async () => (entries = (await statusReport(mount.cacheDir)).entries.length) >= SCANNED;
-  for (const deadline = Date.now() + 30_000; !(await recorded()) && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 200));
-  t.ok(entries >= SCANNED, `stagefs status --json of ${entries} entries reads whole through a pipe`);
+  const recorded = await eventually(async () => (entries = (await statusReport(mount.cacheDir)).entries.length) >= SCANNED, 30_000, 200);
+  t.ok(recorded, `stagefs status --json of ${entries} entries reads whole through a pipe`);
 });

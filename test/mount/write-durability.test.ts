@@ -4,6 +4,7 @@ import t from 'tap';
 import { EmbeddedS3 } from '../../src/s3server/embedded-s3';
 import { sleep } from '../../src/util/deferred';
 import { statusReport } from '../helpers/cli';
+import { eventually } from '../helpers/eventually';
 import { writeThenKill } from '../helpers/crash';
 import { randomData, sha256, sha256File } from '../helpers/files';
 import { engineTest, mountS3, tempDir } from '../helpers/mount';
@@ -11,13 +12,6 @@ import { startS3 } from '../helpers/s3';
 import { objectBytes, objectSha256 } from '../helpers/s3-read';
 
 const MiB = 1024 * 1024;
-
-async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(250)) {
-    if (await check()) return true;
-  }
-  return check();
-}
 
 /**
  * Writes 1 MiB chunks of one random chunk into a new file until a write fails or `maxChunks`
@@ -70,8 +64,8 @@ engineTest(t, 'an upload that fails reports EIO at close, stays dirty, and goes 
 
   const restarted = await EmbeddedS3.start({ directory, port });
   t.teardown(() => restarted.stop());
-  t.ok(await eventually(async () => (await objectSha256(s3, 'template.qcow2')) === sha256(data), 60_000), 'uploaded once the server is back');
-  t.ok(await eventually(async () => (await statusReport(mount.cacheDir)).pendingUploads.count === 0, 5_000), 'and no longer pending');
+  t.ok(await eventually(async () => (await objectSha256(s3, 'template.qcow2')) === sha256(data), 60_000, 250), 'uploaded once the server is back');
+  t.ok(await eventually(async () => (await statusReport(mount.cacheDir)).pendingUploads.count === 0, 5_000, 250), 'and no longer pending');
 });
 
 engineTest(t, 'a sequential write several times the cache size streams through it to the store', async (t, engine) => {
