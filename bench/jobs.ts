@@ -117,7 +117,7 @@ async function parallel(count: number, workers: number, task: (i: number) => Pro
   let done = 0;
   const worker = async () => {
     while (next < count && performance.now() - start < deadlineMs) {
-      // Awaited first, then added: `bytes += await ...` would add to a total read before the await.
+      // Awaited first, then added: adding to `bytes` in the same statement as the await would add to a total read before it.
       const read = await task(next++);
       bytes += read;
       done++;

@@ -5,7 +5,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { signatureOf, signingKey, stringToSign } from '../util/sigv4';
+import { canonicalHeaderLine, signatureOf, signingKey, stringToSign } from '../util/sigv4';
 
 export type SignatureCheck = { ok: true } | { ok: false; code: 'InvalidAccessKeyId' | 'SignatureDoesNotMatch' | 'AuthorizationHeaderMalformed'; accessKeyId?: string };
 
@@ -52,7 +52,7 @@ export function checkSignature(
     .split(';')
     .map((name) => {
       const value = headers[name];
-      return `${name}:${(Array.isArray(value) ? value.join(',') : (value ?? '')).trim().replace(/\s+/g, ' ')}\n`;
+      return canonicalHeaderLine(name, Array.isArray(value) ? value.join(',') : (value ?? ''));
     })
     .join('');
   const payloadHash = String(headers['x-amz-content-sha256'] ?? 'UNSIGNED-PAYLOAD');

@@ -6,7 +6,7 @@
  * unsigned payload, a few headers. Credentials come from the SDK client's provider, so the whole
  * AWS chain (and its refresh of expiring credentials) stays the SDK's.
  */
-import { SIGV4_ALGORITHM, signatureOf, signingKey, stringToSign } from '../util/sigv4';
+import { canonicalHeaderLine, SIGV4_ALGORITHM, signatureOf, signingKey, stringToSign } from '../util/sigv4';
 
 export interface SigningCredentials {
   accessKeyId: string;
@@ -44,7 +44,7 @@ export class RequestSigner {
     const signed: Record<string, string> = { ...headers, 'x-amz-date': stamp, 'x-amz-content-sha256': UNSIGNED_PAYLOAD };
     if (sessionToken) signed['x-amz-security-token'] = sessionToken;
     const names = Object.keys(signed).sort();
-    const canonicalHeaders = names.map((name) => `${name}:${signed[name].trim().replace(/\s+/g, ' ')}\n`).join('');
+    const canonicalHeaders = names.map((name) => canonicalHeaderLine(name, signed[name])).join('');
     const signedHeaders = names.join(';');
     const canonicalRequest = `${method}\n${path}\n\n${canonicalHeaders}\n${signedHeaders}\n${UNSIGNED_PAYLOAD}`;
     const signature = signatureOf(this.keyFor(scope, secretAccessKey), stringToSign(stamp, scope, canonicalRequest));

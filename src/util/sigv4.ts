@@ -19,5 +19,10 @@ export function stringToSign(amzDate: string, scope: string, canonicalRequest: s
 
 /** The hex signature of `text` under `key`. */
 export function signatureOf(key: Buffer, text: string): string {
-  return createHmac('sha256', key).update(text).digest('hex');
+  return hmac(key, text).toString('hex');
+}
+
+/** A header's line in a canonical request: its value trimmed, runs of spaces made one. */
+export function canonicalHeaderLine(name: string, value: string): string {
+  return `${name}:${value.trim().replace(/\s+/g, ' ')}\n`;
 }
