@@ -9,6 +9,15 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 
 export type EntryState = 'fetching' | 'partial' | 'complete';
 
+/**
+ * The first bytes of block 0 on disk while the block itself is not staged, with their CRC32C:
+ * what a large object's first open fetches (see StagingCache.open), enough for header probes.
+ */
+export interface StagedHead {
+  bytes: number;
+  crc: number;
+}
+
 export interface EntryRecord {
   id: string;
   /** The staging file's name (older indexes named it by the id alone). */
@@ -25,6 +34,8 @@ export interface EntryRecord {
   /** The CRC32C of each block, 4 bytes a block in the host's byte order, valid where `crcBlocks` has its bit (absent in older indexes). */
   crcs?: Uint8Array;
   crcBlocks?: Uint8Array;
+  /** The first bytes of block 0, staged while block 0 is not (absent in older indexes). */
+  head?: StagedHead;
   stagedBytes: number;
   /** ms since the epoch. */
   lastAccess: number;

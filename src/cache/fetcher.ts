@@ -7,8 +7,8 @@
  * write takes every chunk received since the last one). A block is marked staged (its CRC
  * recorded, its space committed, its waiters woken) only once all its bytes are on disk. The store checks responses and resumes
  * broken bodies; a fetch that fails here is over, and fails only the bytes it had not written.
+ * A fetch of a head (fetchHead) is one of the first bytes of block 0 alone, staged as the head.
  */
-import type { FileHandle } from 'node:fs/promises';
 import createDebug from 'debug';
 import { StoreError, errorMessage, isDiskFull } from '../errors';
 import type { ObjectStore, RangeWrite } from '../store/object-store';
@@ -16,7 +16,7 @@ import { ByteBudget } from '../util/byte-budget';
 import { crc32c } from '../util/crc32c';
 import { Deferred } from '../util/deferred';
 import type { Reservation } from './space-ledger';
-import type { StagedFiles } from './staged-files';
+import type { StagedFiles, StagingFile } from './staged-files';
 import type { InflightBlock, StagedObject } from './staged-object';
 
 const debug = createDebug('stagefs:fetch');
@@ -142,7 +142,8 @@ export class Fetcher {
       object.inflight.set(block, entry);
     }
     object.activeFetches++;
-    return this.run(object, first, progress, demand).finally(() => {
+    const stage = (reservation: Reservation) => new BlockStager(object, first, progress, reservation, this.hooks);
+    return this.run(object, first, progress, demand, stage).finally(() => {
       object.activeFetches--;
       for (const [block, entry] of entries) {
         if (object.inflight.get(block) === entry) object.inflight.delete(block);
@@ -150,7 +151,23 @@ export class Fetcher {
     });
   }
 
-  private async run(object: StagedObject, first: number, progress: FetchProgress, demand: boolean): Promise<void> {
+  /**
+   * Starts fetching the first `bytes` of block 0, and not the rest of it, as the object's head
+   * (see StagingCache.open), for a reader who waits on `object.headFetch`.
+   */
+  fetchHead(object: StagedObject, bytes: number): Promise<void> {
+    const progress = new FetchProgress(0, bytes);
+    const entry = progress.block(0);
+    object.headFetch = entry;
+    object.activeFetches++;
+    const stage = (reservation: Reservation) => new HeadStager(object, bytes, progress, reservation, this.hooks);
+    return this.run(object, 0, progress, true, stage).finally(() => {
+      object.activeFetches--;
+      if (object.headFetch === entry) object.headFetch = undefined;
+    });
+  }
+
+  private async run(object: StagedObject, first: number, progress: FetchProgress, demand: boolean, stage: (reservation: Reservation) => Stager): Promise<void> {
     let slot = false;
     let reservation: Reservation | undefined;
     try {
@@ -162,7 +179,7 @@ export class Fetcher {
       reservation = this.hooks.reserve(progress.end - progress.start);
       if (!reservation) throw new NoCacheSpace(`no cache space for ${progress.end - progress.start} bytes`);
       const file = await object.openFile(this.files);
-      const stager = new BlockStager(object, first, progress, reservation, this.hooks);
+      const stager = stage(reservation);
       if (this.store.writeRange) {
         await writtenByStore(this.store.writeRange.bind(this.store), object, file, progress, stager, this.hooks);
       } else {
@@ -180,6 +197,22 @@ export class Fetcher {
       reservation?.release();
     }
   }
+}
+
+/**
+ * What a fetch stages as its bytes land: the blocks it covers (BlockStager) or the head of block
+ * 0 (HeadStager). Its pieces are what the writers report CRCs of: blocks, or the head whole.
+ */
+interface Stager {
+  /** The length of every piece but a last, shorter one. */
+  readonly pieceSize: number;
+  pieceLength(piece: number): number;
+  /** Whether a piece was received whole and waits to be written. */
+  hasWhole(): boolean;
+  /** Piece `piece` was received whole, with this CRC32C. */
+  received(piece: number, crc: number): void;
+  /** The bytes before `until` are on disk. */
+  written(until: number): void;
 }
 
 /**
@@ -202,10 +235,10 @@ class BodyWriter {
 
   constructor(
     private readonly object: StagedObject,
-    private readonly file: FileHandle,
+    private readonly file: StagingFile,
     first: number,
     private readonly progress: FetchProgress,
-    private readonly stager: BlockStager,
+    private readonly stager: Stager,
     private readonly hooks: FetcherHooks,
   ) {
     this.received = progress.start;
@@ -245,11 +278,11 @@ class BodyWriter {
   private checksum(chunk: Buffer): void {
     let offset = 0;
     while (offset < chunk.length) {
-      const take = Math.min(chunk.length - offset, this.object.blockLength(this.crcBlock) - this.crcFilled);
+      const take = Math.min(chunk.length - offset, this.stager.pieceLength(this.crcBlock) - this.crcFilled);
       this.crc = crc32c(chunk.subarray(offset, offset + take), this.crc);
       this.crcFilled += take;
       offset += take;
-      if (this.crcFilled === this.object.blockLength(this.crcBlock)) {
+      if (this.crcFilled === this.stager.pieceLength(this.crcBlock)) {
         this.stager.received(this.crcBlock, this.crc);
         this.crcBlock++;
         this.crc = 0;
@@ -280,7 +313,7 @@ class BodyWriter {
  * Marks the blocks of one fetch staged, in order, once each is both written whole and has its
  * CRC (whoever computed it), and moves the fetch's progress on.
  */
-class BlockStager {
+class BlockStager implements Stager {
   private nextStaged: number;
   /** CRCs of blocks received whole but not yet staged. */
   private readonly crcs = new Map<number, number>();
@@ -295,17 +328,22 @@ class BlockStager {
     this.nextStaged = first;
   }
 
-  /** Whether a block was received whole and waits to be written. */
+  get pieceSize(): number {
+    return this.object.blockSize;
+  }
+
+  pieceLength(block: number): number {
+    return this.object.blockLength(block);
+  }
+
   hasWhole(): boolean {
     return this.crcs.size > 0;
   }
 
-  /** Block `block` was received whole, with this CRC32C. */
   received(block: number, crc: number): void {
     this.crcs.set(block, crc);
   }
 
-  /** The bytes before `until` are on disk. */
   written(until: number): void {
     const { object } = this;
     while (this.crcs.has(this.nextStaged) && object.blockEnd(this.nextStaged) <= until) {
@@ -319,6 +357,49 @@ class BlockStager {
   }
 }
 
+/** Stages the head of block 0, one piece of `bytes`, once it is on disk whole. */
+class HeadStager implements Stager {
+  private crc: number | undefined;
+
+  constructor(
+    private readonly object: StagedObject,
+    private readonly bytes: number,
+    private readonly progress: FetchProgress,
+    private readonly reservation: Reservation,
+    private readonly hooks: FetcherHooks,
+  ) {}
+
+  get pieceSize(): number {
+    return this.bytes;
+  }
+
+  pieceLength(): number {
+    return this.bytes;
+  }
+
+  hasWhole(): boolean {
+    return this.crc !== undefined;
+  }
+
+  received(_piece: number, crc: number): void {
+    this.crc = crc;
+  }
+
+  written(until: number): void {
+    if (this.crc !== undefined && until >= this.bytes) {
+      // Nothing to record when block 0 was staged meanwhile: its fetch wrote these bytes too.
+      const staged = this.object.recordHead(this.bytes, this.crc);
+      this.crc = undefined;
+      if (staged) {
+        this.reservation.commit(staged);
+        this.hooks.staged(this.object);
+      }
+      this.progress.blockStaged(0);
+    }
+    if (until > this.progress.written) this.progress.advance(until);
+  }
+}
+
 /**
  * A fetch whose bytes the store writes into the staging file itself: its reports stage blocks
  * and wake readers; a reader waiting for bytes asks the store to report them as soon as they
@@ -327,9 +408,9 @@ class BlockStager {
 async function writtenByStore(
   writeRange: NonNullable<ObjectStore['writeRange']>,
   object: StagedObject,
-  file: FileHandle,
+  file: StagingFile,
   progress: FetchProgress,
-  stager: BlockStager,
+  stager: Stager,
   hooks: FetcherHooks,
 ): Promise<void> {
   let counted = progress.start;
@@ -340,7 +421,7 @@ async function writtenByStore(
   };
   write = writeRange(object.key, progress.start, progress.end, object.etag, {
     fd: file.fd,
-    blockSize: object.blockSize,
+    blockSize: stager.pieceSize,
     progress: (written, firstBlock, crcs) => {
       if (crcs) for (let i = 0; i < crcs.length; i++) stager.received(firstBlock + i, crcs[i]);
       if (written > counted) {
@@ -357,11 +438,11 @@ async function writtenByStore(
 }
 
 /** Writes `chunks` (`bytes` in all) at `position`, however many calls it takes. */
-async function writeAll(file: FileHandle, chunks: Buffer[], bytes: number, position: number): Promise<void> {
+async function writeAll(file: StagingFile, chunks: Buffer[], bytes: number, position: number): Promise<void> {
   let done = 0;
   while (done < bytes) {
     const rest = done === 0 ? chunks : remainder(chunks, done);
-    const { bytesWritten } = await file.writev(rest, position + done);
+    const bytesWritten = await file.writev(rest, position + done);
     if (bytesWritten <= 0) throw new Error(`writing the staging file: ${bytesWritten} bytes written`);
     done += bytesWritten;
   }

@@ -1,12 +1,12 @@
 /** A file handle opened on first use and shared by every later user until closed. */
-import type { FileHandle } from 'node:fs/promises';
+import type { StagingFile } from './staged-files';
 
 export class LazyFile {
-  private file: Promise<FileHandle> | undefined;
+  private file: Promise<StagingFile> | undefined;
 
-  constructor(private readonly opener: () => Promise<FileHandle>) {}
+  constructor(private readonly opener: () => Promise<StagingFile>) {}
 
-  get(): Promise<FileHandle> {
+  get(): Promise<StagingFile> {
     if (!this.file) {
       const opening = this.opener();
       this.file = opening;

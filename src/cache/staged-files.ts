@@ -6,9 +6,35 @@
  * truncate a file that another entry of the same id now owns.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { ftruncateSync, mkdirSync, readdirSync, renameSync } from 'node:fs';
-import { open, type FileHandle, unlink } from 'node:fs/promises';
+import { close, closeSync, fdatasync, ftruncateSync, mkdirSync, openSync, readdirSync, renameSync, writev } from 'node:fs';
+import { unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const closeFd = promisify(close);
+const datasyncFd = promisify(fdatasync);
+const writevFd = promisify(writev);
+
+/**
+ * An open staging file: its descriptor, which the cache reads synchronously and the addon writes
+ * to, and the calls that go through the thread pool (writes of fetched bytes, syncs, the close).
+ */
+export class StagingFile {
+  constructor(readonly fd: number) {}
+
+  /** Writes `buffers` at `position`; returns the bytes written. */
+  async writev(buffers: Buffer[], position: number): Promise<number> {
+    return (await writevFd(this.fd, buffers, position)).bytesWritten;
+  }
+
+  datasync(): Promise<void> {
+    return datasyncFd(this.fd);
+  }
+
+  close(): Promise<void> {
+    return closeFd(this.fd);
+  }
+}
 
 export function entryId(bucket: string, key: string, etag: string): string {
   return createHash('sha256').update(`${bucket}\0${key}\0${etag}`).digest('hex').slice(0, 40);
@@ -24,12 +50,29 @@ export function isEntryFileName(name: string): boolean {
   return /^[0-9a-f]{40}\.[0-9a-f]{12}$/.test(name);
 }
 
+/** Files are spread over directories named by the first two hex digits of their name. */
+const SHARD_COUNT = 256;
+
 export class StagedFiles {
   readonly root: string;
 
   constructor(cacheDir: string) {
     this.root = join(cacheDir, 'staged');
     mkdirSync(this.root, { recursive: true, mode: 0o700 });
+    this.makeShards();
+  }
+
+  /**
+   * Every shard directory exists from the start: on a fresh cache, a file's creation would
+   * otherwise fail, make its shard (a synchronous mkdir) and try again, on the way to the first
+   * byte of each of the first few hundred files.
+   */
+  private makeShards(): void {
+    const present = new Set(readdirSync(this.root));
+    for (let shard = 0; shard < SHARD_COUNT; shard++) {
+      const name = shard.toString(16).padStart(2, '0');
+      if (!present.has(name)) mkdirSync(join(this.root, name), { mode: 0o700 });
+    }
   }
 
   pathOf(name: string): string {
@@ -37,34 +80,35 @@ export class StagedFiles {
   }
 
   /**
-   * Creates the file `name`, sparse at `size` bytes; fails if it exists. One trip through the
-   * thread pool: sizing a new empty file only changes its inode, cheaper done here than queued.
+   * Creates the file `name`, sparse at `size` bytes; fails if it exists. Synchronous, as opening
+   * one: a create on the local cache disk is a metadata operation of some 0.1 ms, where a trip
+   * through a busy mount's thread pool took 1-1.5 ms, on the way to the first byte of every file.
    */
-  async create(name: string, size: number): Promise<FileHandle> {
-    const handle = await this.openNew(name);
+  create(name: string, size: number): StagingFile {
+    const fd = this.openNew(name);
     try {
-      ftruncateSync(handle.fd, size);
+      ftruncateSync(fd, size);
     } catch (err) {
-      await handle.close();
+      closeSync(fd);
       throw err;
     }
-    return handle;
+    return new StagingFile(fd);
   }
 
-  /** Its shard directory is made only when it is missing: all but a shard's first file cost no mkdir. */
-  private async openNew(name: string): Promise<FileHandle> {
+  /** A shard removed while the cache runs is made again. */
+  private openNew(name: string): number {
     try {
-      return await open(this.pathOf(name), 'wx+', 0o600);
+      return openSync(this.pathOf(name), 'wx+', 0o600);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       mkdirSync(join(this.root, name.slice(0, 2)), { recursive: true, mode: 0o700 });
-      return open(this.pathOf(name), 'wx+', 0o600);
+      return openSync(this.pathOf(name), 'wx+', 0o600);
     }
   }
 
   /** Opens an existing file; a missing one is an error, never silently recreated empty. */
-  open(name: string): Promise<FileHandle> {
-    return open(this.pathOf(name), 'r+');
+  open(name: string): StagingFile {
+    return new StagingFile(openSync(this.pathOf(name), 'r+'));
   }
 
   /**

@@ -2,12 +2,11 @@
  * The in-memory state of one staged object: what is on disk, what is being fetched, who uses it.
  * It owns one staging file, named at its creation; nothing else opens or removes that file.
  */
-import type { FileHandle } from 'node:fs/promises';
 import type { StoreChecksum } from '../store/object-store';
 import { BlockMap } from './block-map';
-import type { EntryRecord, EntryState } from './cache-index';
+import type { EntryRecord, EntryState, StagedHead } from './cache-index';
 import { LazyFile } from './lazy-file';
-import { entryId, newFileName, type StagedFiles } from './staged-files';
+import { entryId, newFileName, type StagedFiles, type StagingFile } from './staged-files';
 
 export interface ObjectVersion {
   bucket: string;
@@ -28,6 +27,7 @@ export interface PersistedState {
   /** The CRC32C of each block, 4 bytes a block in the host's byte order, valid where `crcBlocks` has its bit. */
   crcs?: Uint8Array;
   crcBlocks?: Uint8Array;
+  head?: StagedHead;
 }
 
 /** A block being fetched: `staged` settles once it is staged, `written(until)` once the object's bytes before `until` in it are on disk. */
@@ -56,6 +56,12 @@ export class StagedObject implements ObjectVersion {
   readonly verified: BlockMap;
   /** A check of the blocks not yet verified, under way. */
   verifying: Promise<unknown> | undefined;
+  /** Never set while block 0 is staged: staging it takes the head's place. */
+  private stagedHead: StagedHead | undefined;
+  /** The head's bytes were written or checked against its CRC in this mount. */
+  headVerified = false;
+  /** A fetch of the head under way: readers of its bytes wait on it. */
+  headFetch: InflightBlock | undefined;
   stagedBytes: number;
   lastAccess: number;
   openHandles = 0;
@@ -92,7 +98,8 @@ export class StagedObject implements ObjectVersion {
       this.checksummed = new BlockMap(blockCount, persisted.crcBlocks);
     } else this.checksummed = new BlockMap(blockCount);
     this.verified = new BlockMap(blockCount);
-    this.stagedBytes = persisted ? this.bytesOfStagedBlocks() : 0;
+    if (persisted?.head && this.isHeadShape(persisted.head)) this.stagedHead = { bytes: persisted.head.bytes, crc: persisted.head.crc };
+    this.stagedBytes = persisted ? this.bytesOfStagedBlocks() + (this.stagedHead?.bytes ?? 0) : 0;
     this.lastAccess = persisted?.lastAccess ?? Date.now();
     this.pinned = persisted?.pinned ?? false;
     this.fileName = persisted?.file ?? newFileName(this.entryId);
@@ -162,10 +169,44 @@ export class StagedObject implements ObjectVersion {
     if (this.blocks.has(block)) return 0;
     this.blocks.set(block);
     if (crc !== undefined) this.recordCrc(block, crc);
+    // The head's bytes are the block's first: the block now answers for them, and they were counted already.
+    const headBytes = block === 0 ? this.dropHead() : 0;
     const length = this.blockLength(block);
     this.stagedBytes += length;
     this.unsyncedBlocks++;
-    return length;
+    return length - headBytes;
+  }
+
+  get head(): StagedHead | undefined {
+    return this.stagedHead;
+  }
+
+  /**
+   * Records the first `bytes` of block 0 as on disk, written in this mount with this CRC; returns
+   * the bytes newly staged (none when block 0 or a head is staged already).
+   */
+  recordHead(bytes: number, crc: number): number {
+    if (this.blocks.has(0) || this.stagedHead || !this.isHeadShape({ bytes, crc })) return 0;
+    this.stagedHead = { bytes, crc };
+    this.headVerified = true;
+    this.stagedBytes += bytes;
+    this.unsyncedBlocks++;
+    return bytes;
+  }
+
+  /** The head is no longer staged (block 0 took its place, or its bytes failed their check); returns the bytes it held. */
+  dropHead(): number {
+    const bytes = this.stagedHead?.bytes ?? 0;
+    this.stagedHead = undefined;
+    this.headVerified = false;
+    this.stagedBytes -= bytes;
+    return bytes;
+  }
+
+  /** A head shorter than block 0, with a 32-bit CRC: anything else in a record is not one. */
+  private isHeadShape(head: StagedHead): boolean {
+    const { bytes, crc } = head;
+    return Number.isSafeInteger(bytes) && bytes > 0 && bytes < this.blockLength(0) && Number.isInteger(crc) && crc >= 0 && crc <= 0xffffffff;
   }
 
   /** The CRC of a staged block's bytes, as written or first read in this mount. */
@@ -186,10 +227,10 @@ export class StagedObject implements ObjectVersion {
     return length;
   }
 
-  openFile(files: StagedFiles): Promise<FileHandle> {
+  openFile(files: StagedFiles): Promise<StagingFile> {
     this.file ??= new LazyFile(async () => {
       if (this.fileExists) return files.open(this.fileName);
-      const handle = await files.create(this.fileName, this.size);
+      const handle = files.create(this.fileName, this.size);
       this.fileExists = true;
       return handle;
     });
@@ -217,6 +258,7 @@ export class StagedObject implements ObjectVersion {
       blocks: this.blocks.toBytes(),
       crcs: new Uint8Array(this.crcs.buffer.slice(0)),
       crcBlocks: this.checksummed.toBytes(),
+      head: this.stagedHead && { ...this.stagedHead },
       stagedBytes: this.stagedBytes,
       lastAccess: this.lastAccess,
       openHandles: this.openHandles,

@@ -16,6 +16,8 @@ export class MemoryStore implements ObjectStore {
   readonly description = 'memory';
   readonly objects = new Map<string, Stored>();
   getCount = 0;
+  /** The [start, end) of every GET, in order. */
+  rangesGot: Array<[number, number]> = [];
   listCount = 0;
   headCount = 0;
   /** When set, GETs fail with this error. */
@@ -120,6 +122,7 @@ export class MemoryStore implements ObjectStore {
 
   async getRange(key: string, start: number, end: number, etag: string): Promise<AsyncIterable<Uint8Array>> {
     this.getCount++;
+    this.rangesGot.push([start, end]);
     if (this.getDelayMs) await new Promise((resolve) => setTimeout(resolve, this.getDelayMs));
     if (this.failGets) throw this.failGets;
     const stored = this.objects.get(key);

@@ -1,18 +1,21 @@
 /**
  * The cold read path: a READ is answered once its own bytes are on disk, not when its block or
- * GET ends; an open to read fetches the first block before any read asks; a handle's first small
- * read starts no readahead; small random reads that land twice in one extent fetch the rest of
- * it; GETs that readers wait for are capped.
+ * GET ends; an open to read fetches the first block (of a large object, its head) before any
+ * read asks; a handle's first small read starts no readahead; small random reads that land
+ * twice in one extent fetch the rest of it; GETs that readers wait for are capped.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import t, { type Test } from 'tap';
 import { startFaultProxy } from '../helpers/fault-proxy';
 import { cacheStatus, mountThrough, wrongBytes, type CacheStatus } from '../helpers/fault-reads';
 import { randomData } from '../helpers/files';
-import { engineTest, mountS3, type TestMount } from '../helpers/mount';
+import { dropPageCache } from '../helpers/cli';
+import { engineTest, mountS3, tempDir, type TestMount } from '../helpers/mount';
 import { startS3 } from '../helpers/s3';
 
 const MiB = 1024 * 1024;
+/** The head of its first block a large object's first open fetches. */
+const HEAD = 128 * 1024;
 /** Longer than any test runs: a stalled body stays stalled until the proxy stops. */
 const HELD_MS = 15 * 60_000;
 /** GETs readers may wait for at once in a cache under 256 MiB (see demandFetchLimit). */
@@ -52,16 +55,59 @@ engineTest(t, 'a read of the first bytes of a block is answered while the rest o
   t.equal((await cacheStatus(mount)).stagedBytes, 0, 'and that block is not staged');
 });
 
-engineTest(t, 'an open to read starts fetching the first block, and only it, before any read', async (t, engine) => {
+engineTest(t, 'an open to read starts fetching the first block, and only it, before any read: of a large object, its head', async (t, engine) => {
   const s3 = await startS3(t);
-  const data = randomData(8 * MiB);
-  await s3.store.put('vm/template.img', data);
+  const large = randomData(8 * MiB);
+  const small = randomData(MiB);
+  await s3.store.put('vm/template.img', large);
+  await s3.store.put('vm/seed.iso', small);
   const mount = await mountS3(t, s3, { engine, args: ['--block-size', '1MiB'] });
   const file = await openFile(t, mount.path('vm/template.img'));
-  const status = await stagedStatus(mount, MiB);
-  t.equal(status.stagedBytes, MiB, 'with the file open and nothing read, its first block is staged and nothing else');
-  t.same(s3.gets('vm/template.img').map(({ range }) => range), [`bytes=0-${MiB - 1}`], 'by one GET of that block');
-  t.equal(wrongBytes(await readHead(file, 4096), data.subarray(0, 4096)), 0, 'the first read reads it right');
+  let status = await stagedStatus(mount, HEAD);
+  t.equal(status.stagedBytes, HEAD, 'with the large file open and nothing read, the head of its first block is staged and nothing else');
+  t.same(s3.gets('vm/template.img').map(({ range }) => range), [`bytes=0-${HEAD - 1}`], 'by one GET of that head');
+  t.equal(wrongBytes(await readHead(file, 4096), large.subarray(0, 4096)), 0, 'the first read reads it right');
+  const smallFile = await openFile(t, mount.path('vm/seed.iso'));
+  status = await stagedStatus(mount, HEAD + MiB);
+  t.equal(status.stagedBytes, HEAD + MiB, 'an object of one block has that block staged');
+  t.same(s3.gets('vm/seed.iso').map(({ range }) => range), [`bytes=0-${MiB - 1}`], 'by one GET of it');
+  t.equal(wrongBytes(await readHead(smallFile, 4096), small.subarray(0, 4096)), 0, 'and reads right');
+});
+
+engineTest(t, "probes of a large object's head read it from disk, after a remount too; a read past it fetches its block", async (t, engine) => {
+  const s3 = await startS3(t);
+  const data = randomData(8 * MiB);
+  await s3.store.put('vm/backing.qcow2', data);
+  const cacheDir = tempDir(t, 'cache');
+  const args = ['--block-size', '1MiB'];
+  const readAt = async (mount: TestMount, position: number) => {
+    const file = await open(mount.path('vm/backing.qcow2'), 'r');
+    try {
+      const buffer = Buffer.alloc(4096);
+      const { bytesRead } = await file.read(buffer, 0, buffer.length, position);
+      return wrongBytes(buffer.subarray(0, bytesRead), data.subarray(position, position + 4096));
+    } finally {
+      await file.close();
+    }
+  };
+  const ranges = () => s3.gets('vm/backing.qcow2').map(({ range }) => range);
+
+  const first = await mountS3(t, s3, { engine, cacheDir, args });
+  t.equal(await readAt(first, 0), 0, 'a probe of the header reads right');
+  t.same(ranges(), [`bytes=0-${HEAD - 1}`], 'by one GET, of the head');
+  await stagedStatus(first, HEAD);
+  dropPageCache();
+  t.equal(await readAt(first, 64 * 1024), 0, 'another open reads in the head right');
+  t.equal(ranges().length, 1, 'from disk');
+  await first.unmount();
+
+  const second = await mountS3(t, s3, { engine, cacheDir, args });
+  t.equal(await readAt(second, 0), 0, 'after a remount, the probe reads right');
+  t.equal(ranges().length, 1, 'from disk: the head is in the index');
+  t.equal(await readAt(second, 512 * 1024), 0, 'a read past the head reads right');
+  t.same(ranges().slice(1), [`bytes=0-${MiB - 1}`], 'by one GET of its block, whole');
+  const status = await stagedStatus(second, MiB);
+  t.equal(status.stagedBytes, MiB, 'which holds the head: its bytes are counted once');
 });
 
 engineTest(t, "a handle's first small read starts no readahead", async (t, engine) => {
@@ -71,8 +117,8 @@ engineTest(t, "a handle's first small read starts no readahead", async (t, engin
   const mount = await mountS3(t, s3, { engine, args: ['--block-size', '1MiB'] });
   const file = await openFile(t, mount.path('vm/disk.img'));
   t.equal(wrongBytes(await readHead(file, 4096), data.subarray(0, 4096)), 0, 'the first 4 KiB read right');
-  const status = await stagedStatus(mount, MiB);
-  t.equal(status.stagedBytes, MiB, 'once its block is staged and nothing is reserved, that block is all there is');
+  const status = await stagedStatus(mount, HEAD);
+  t.equal(status.stagedBytes, HEAD, 'once the head of its first block is staged and nothing is reserved, that head is all there is');
   t.equal(s3.gets('vm/disk.img').length, 1, 'one GET was sent');
 });
 

@@ -11,11 +11,11 @@ import { randomData } from '../helpers/files';
 
 const KiB = 1024;
 
-async function setup(t: any, options: { capacity?: string; dir?: string; store?: MemoryStore } = {}) {
+async function setup(t: any, options: { capacity?: string; dir?: string; store?: MemoryStore; blockSize?: string } = {}) {
   const store = options.store ?? new MemoryStore();
   const dir = options.dir ?? t.testdir({});
   // Capacities below one block, which the command line refuses, are set directly: the cache must still cope.
-  const config = { ...buildCacheConfig({ 'cache-dir': dir, 'block-size': '64KiB' }), capacityBytes: parseSize(options.capacity ?? '64MiB') };
+  const config = { ...buildCacheConfig({ 'cache-dir': dir, 'block-size': options.blockSize ?? '64KiB' }), capacityBytes: parseSize(options.capacity ?? '64MiB') };
   const cache = await StagingCache.open({ config, store });
   return { store, dir, cache, config };
 }
@@ -229,7 +229,7 @@ t.test('a file handed over whole gets its CRCs when first read; a block damaged 
   t.same(await cache.scrub(version), { entries: 1, checked: 4, recorded: 0, bad: 0 }, 'and checks them next time');
   await cache.close();
 
-  const shard = readdirSync(join(dir, 'staged'))[0];
+  const shard = readdirSync(join(dir, 'staged')).find((name) => readdirSync(join(dir, 'staged', name)).length > 0)!;
   const staged = join(dir, 'staged', shard, readdirSync(join(dir, 'staged', shard))[0]);
   const damaged = readFileSync(staged);
   damaged[130 * KiB] ^= 1;
@@ -242,6 +242,80 @@ t.test('a file handed over whole gets its CRCs when first read; a block damaged 
   t.equal(store.getCount, gets + 1, 'with one GET, of the damaged block');
   t.equal(reopened.cache.stats().counters.badBlocks, 1, 'which is counted');
   t.same(await reopened.cache.scrub(), { entries: 1, checked: 4, recorded: 0, bad: 0 }, 'the cache is sound again');
+  reopened.cache.release(handle);
+  await reopened.cache.close();
+});
+
+t.test('the first open of a large object fetches the head of block 0; probes of it stay local, across restarts', async (t) => {
+  const MiB = 1024 * KiB;
+  const head = 128 * KiB;
+  const dir = t.testdir({});
+  const { store, cache } = await setup(t, { dir, blockSize: '1MiB' });
+  const { data, version } = await putObject(store, 'image.qcow2', 3 * MiB + 5);
+  const read = async (c: StagingCache, position: number, length: number) => {
+    const handle = await c.open(version, true);
+    const buffer = Buffer.alloc(length);
+    t.equal(await c.read(handle, buffer, length, position), length);
+    c.release(handle);
+    return buffer;
+  };
+
+  t.same(await read(cache, 0, 4096), data.subarray(0, 4096), 'a header probe reads the object’s bytes');
+  t.same(store.rangesGot, [[0, head]], 'with one GET, of the head alone');
+  t.equal(cache.stats().counters.misses, 1, 'the read that waited for it is a miss');
+  // A read of 128 KiB at 0 would start readahead (a stream's first read); the head's last 4 KiB do not.
+  t.same(await read(cache, head - 4096, 4096), data.subarray(head - 4096, head), 'a second open reads the end of the head');
+  t.equal(store.getCount, 1, 'with no GET of its own');
+  t.equal(cache.stats().stagedBytes, head, 'the head is staged');
+  await cache.close();
+
+  const reopened = await setup(t, { dir, store, blockSize: '1MiB' });
+  t.same(await read(reopened.cache, 0, 4096), data.subarray(0, 4096), 'after a restart, the head is read from disk');
+  t.equal(store.getCount, 1, 'with no GET');
+  t.equal(reopened.cache.stats().counters.hits, 1, 'a hit');
+  t.same(await read(reopened.cache, 200 * KiB, 4096), data.subarray(200 * KiB, 204 * KiB), 'a read past the head gets the object’s bytes');
+  t.same(store.rangesGot[1], [0, MiB], 'by fetching block 0 whole');
+  t.same(await read(reopened.cache, MiB - 4096, 4096), data.subarray(MiB - 4096, MiB), 'which is then staged');
+  t.equal(reopened.cache.stats().stagedBytes, MiB, 'the head counted once, as part of its block');
+  await reopened.cache.close();
+  const index = CacheIndex.open(dir);
+  const [record] = index.entries();
+  await index.close();
+  t.same({ stagedBytes: record.stagedBytes, head: record.head }, { stagedBytes: MiB, head: undefined }, 'in the index too, without the head');
+
+  const again = await setup(t, { dir, store, blockSize: '1MiB' });
+  t.equal(again.cache.stats().stagedBytes, MiB, 'and so after a restart');
+  t.same(await read(again.cache, 0, 4096), data.subarray(0, 4096), 'a probe reads the staged block');
+  t.equal(store.getCount, 2, 'with no GET');
+  await again.cache.close();
+});
+
+t.test('a staged head whose bytes changed on disk is dropped and fetched again', async (t) => {
+  const MiB = 1024 * KiB;
+  const dir = t.testdir({});
+  const { store, cache } = await setup(t, { dir, blockSize: '1MiB' });
+  const { data, version } = await putObject(store, 'damaged.qcow2', 2 * MiB);
+  let handle = await cache.open(version, true);
+  await cache.read(handle, Buffer.alloc(4096), 4096, 124 * KiB);
+  cache.release(handle);
+  await cache.close();
+
+  const index = CacheIndex.open(dir);
+  const [record] = index.entries();
+  await index.close();
+  t.same(record.head && record.head.bytes, 128 * KiB, 'the head is in the index');
+  const path = join(dir, 'staged', record.file.slice(0, 2), record.file);
+  const damaged = readFileSync(path);
+  damaged[100] ^= 1;
+  writeFileSync(path, damaged);
+
+  const reopened = await setup(t, { dir, store, blockSize: '1MiB' });
+  handle = await reopened.cache.open(version, true);
+  const buffer = Buffer.alloc(4096);
+  await reopened.cache.read(handle, buffer, 4096, 0);
+  t.same(buffer, data.subarray(0, 4096), 'the read gets the object’s bytes, not the damaged ones');
+  t.equal(reopened.cache.stats().counters.badBlocks, 1, 'the bad head is counted');
+  t.equal(store.getCount, 2, 'and fetched again');
   reopened.cache.release(handle);
   await reopened.cache.close();
 });
