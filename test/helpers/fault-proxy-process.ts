@@ -140,7 +140,11 @@ class Proxy {
       this.note(fault, req);
     }
     const leave = key ? await this.gates.enter(key) : () => undefined;
-    res.on('close', leave);
+    // The socket outlives the response on a kept-alive connection: its listener goes with the response.
+    res.on('close', () => {
+      req.socket.off('close', leave);
+      leave();
+    });
     req.socket.on('close', leave);
     switch (fault?.kind) {
       case 'status':
