@@ -16,6 +16,7 @@ import { ByteBudget } from '../util/byte-budget';
 import { crc32c } from '../util/crc32c';
 import { Deferred } from '../util/deferred';
 import type { Reservation } from './space-ledger';
+import type { StagedHead } from './cache-index';
 import type { StagedFiles, StagingFile } from './staged-files';
 import type { InflightBlock, StagedObject } from './staged-object';
 
@@ -35,6 +36,11 @@ export class NoCacheSpace extends Error {
 export interface FetcherHooks {
   /** Reserves cache space for `bytes`; undefined when no room can be made. */
   reserve(bytes: number): Reservation | undefined;
+  /**
+   * The staged head a fetch of block 0 starts after, its bytes good (waits for a fetch of the
+   * head under way); undefined when there is none: the block is fetched whole.
+   */
+  headBefore(object: StagedObject): Promise<StagedHead | undefined>;
   /** Blocks of `object` became staged. */
   staged(object: StagedObject): void;
   fetched(bytes: number): void;
@@ -143,7 +149,7 @@ export class Fetcher {
     }
     object.activeFetches++;
     const stage = (reservation: Reservation) => new BlockStager(object, first, progress, reservation, this.hooks);
-    return this.run(object, first, progress, demand, stage).finally(() => {
+    return this.run(object, first, progress, demand, stage, first === 0).finally(() => {
       object.activeFetches--;
       for (const [block, entry] of entries) {
         if (object.inflight.get(block) === entry) object.inflight.delete(block);
@@ -161,30 +167,42 @@ export class Fetcher {
     object.headFetch = entry;
     object.activeFetches++;
     const stage = (reservation: Reservation) => new HeadStager(object, bytes, progress, reservation, this.hooks);
-    return this.run(object, 0, progress, true, stage).finally(() => {
+    return this.run(object, 0, progress, true, stage, false).finally(() => {
       object.activeFetches--;
       if (object.headFetch === entry) object.headFetch = undefined;
     });
   }
 
-  private async run(object: StagedObject, first: number, progress: FetchProgress, demand: boolean, stage: (reservation: Reservation) => Stager): Promise<void> {
+  /** `afterHead`: a fetch of block 0 on, which starts past the head when one is staged. */
+  private async run(
+    object: StagedObject,
+    first: number,
+    progress: FetchProgress,
+    demand: boolean,
+    stage: (reservation: Reservation) => Stager,
+    afterHead: boolean,
+  ): Promise<void> {
     let slot = false;
     let reservation: Reservation | undefined;
     try {
+      // Before the slot: a head still being fetched holds one of its own.
+      const head = afterHead ? await this.hooks.headBefore(object) : undefined;
+      if (head) progress.advance(head.bytes);
       // The slot first: a fetch waiting its turn holds no cache space that other reads could use.
       if (demand) {
         await this.demandSlots.acquire(1);
         slot = true;
       }
-      reservation = this.hooks.reserve(progress.end - progress.start);
-      if (!reservation) throw new NoCacheSpace(`no cache space for ${progress.end - progress.start} bytes`);
+      const from = progress.written;
+      reservation = this.hooks.reserve(progress.end - from);
+      if (!reservation) throw new NoCacheSpace(`no cache space for ${progress.end - from} bytes`);
       const file = await object.openFile(this.files);
       const stager = stage(reservation);
       if (this.store.writeRange) {
-        await writtenByStore(this.store.writeRange.bind(this.store), object, file, progress, stager, this.hooks);
+        await writtenByStore(this.store.writeRange.bind(this.store), object, file, progress, stager, this.hooks, head?.crc);
       } else {
-        const body = await this.store.getRange(object.key, progress.start, progress.end, object.etag);
-        await new BodyWriter(object, file, first, progress, stager, this.hooks).write(body);
+        const body = await this.store.getRange(object.key, from, progress.end, object.etag);
+        await new BodyWriter(object, file, first, progress, stager, this.hooks, head?.crc).write(body);
       }
     } catch (err) {
       const failure = isDiskFull(err) ? new NoCacheSpace(`cache disk full: ${errorMessage(err)}`) : err;
@@ -240,9 +258,13 @@ class BodyWriter {
     private readonly progress: FetchProgress,
     private readonly stager: Stager,
     private readonly hooks: FetcherHooks,
+    crcBefore = 0,
   ) {
-    this.received = progress.start;
+    // Past a staged head, the block's CRC goes on from the head's.
+    this.received = progress.written;
     this.crcBlock = first;
+    this.crc = crcBefore;
+    this.crcFilled = progress.written - progress.start;
     progress.onWaiter = () => this.writeIfWanted();
   }
 
@@ -412,16 +434,18 @@ async function writtenByStore(
   progress: FetchProgress,
   stager: Stager,
   hooks: FetcherHooks,
+  crcBefore: number | undefined,
 ): Promise<void> {
-  let counted = progress.start;
+  let counted = progress.written;
   let write: RangeWrite | undefined;
   const wantNext = () => {
     const until = progress.nextWanted();
     if (until !== undefined) write?.want(until);
   };
-  write = writeRange(object.key, progress.start, progress.end, object.etag, {
+  write = writeRange(object.key, progress.written, progress.end, object.etag, {
     fd: file.fd,
     blockSize: stager.pieceSize,
+    crcBefore,
     progress: (written, firstBlock, crcs) => {
       if (crcs) for (let i = 0; i < crcs.length; i++) stager.received(firstBlock + i, crcs[i]);
       if (written > counted) {

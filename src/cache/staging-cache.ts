@@ -14,7 +14,7 @@ import { formatBytes } from '../units';
 import { BlockChecker, type BlockVerdict } from './block-checker';
 import { BypassReader, MemoryBudget } from './bypass-reader';
 import { DiskSpace } from './disk-space';
-import { type CacheIndex, COUNTER_NAMES, type CounterName, type Counters, type SpaceRecord, zeroCounters } from './cache-index';
+import { type CacheIndex, COUNTER_NAMES, type CounterName, type Counters, type SpaceRecord, type StagedHead, zeroCounters } from './cache-index';
 import { Evictor } from './evictor';
 import { Fetcher, NoCacheSpace } from './fetcher';
 import { openSoundIndex, sealIndex } from './index-health';
@@ -145,6 +145,7 @@ export class StagingCache {
     this.disk = new DiskSpace(config.dir);
     this.fetcher = new Fetcher(store, files, {
       reserve: (bytes) => this.reserve(bytes),
+      headBefore: (object) => this.headBefore(object),
       staged: (object) => {
         this.changed.add(object);
         this.digests.advance(object);
@@ -287,7 +288,20 @@ export class StagingCache {
       }
     }
     const head = object.head;
-    if (!head || end > head.bytes) return false;
+    return head !== undefined && end <= head.bytes && (await this.headIsGood(object));
+  }
+
+  /** The staged head a fetch of block 0 starts after (see FetcherHooks.headBefore). */
+  private async headBefore(object: StagedObject): Promise<StagedHead | undefined> {
+    // A failed fetch of the head leaves none: the block is fetched whole.
+    await object.headFetch?.staged.catch(() => undefined);
+    return (await this.headIsGood(object)) ? object.head : undefined;
+  }
+
+  /** Whether the object has a staged head whose bytes are good: checked once per mount, dropped when bad. */
+  private async headIsGood(object: StagedObject): Promise<boolean> {
+    const head = object.head;
+    if (!head) return false;
     if (object.headVerified) return true;
     const { fd } = await object.openFile(this.files);
     if (object.head !== head) return false; // block 0 was staged, or the head dropped, meanwhile

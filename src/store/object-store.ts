@@ -46,6 +46,11 @@ export interface RangeTarget {
   /** Blocks start at multiples of this; the CRC32C of each is computed as it is written. */
   blockSize: number;
   /**
+   * For a `start` inside a block: the CRC32C of the block's bytes before it, already on disk, which
+   * the block's CRC continues from (0 and none for a start on a block boundary).
+   */
+  crcBefore?: number;
+  /**
    * Bytes before `written` are on disk; `crcs` are the CRC32Cs of the blocks from `firstBlock`
    * on that were completed since the last call (a block once, whatever retries it took).
    */
@@ -82,7 +87,8 @@ export interface ObjectStore {
   /**
    * The same bytes as getRange, with the same checks, resumes and errors, written straight into
    * `target.fd` at the object's offsets by a store that can do so off the JavaScript thread;
-   * absent where it cannot (use getRange). `start` is on a block boundary of `target.blockSize`.
+   * absent where it cannot (use getRange). `start` is on a block boundary of `target.blockSize`,
+   * or inside a block whose bytes before it are on disk with the CRC `target.crcBefore`.
    */
   writeRange?(key: string, start: number, end: number, etag: string, target: RangeTarget): RangeWrite;
 

@@ -300,8 +300,8 @@ export class S3Store implements ObjectStore {
     const run = async () => {
       const policy = new ResumePolicy(what, start, native.closed);
       let from = start;
-      let crc = 0;
-      let crcFilled = 0;
+      let crc = target.crcBefore ?? 0;
+      let crcFilled = start % target.blockSize;
       while (from < end) {
         let ended: Promise<AttemptEnd> | undefined;
         try {

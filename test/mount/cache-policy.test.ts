@@ -224,10 +224,12 @@ engineTest(t, 'status --json reports what happened', async (t, engine) => {
   t.equal(a.size, data.length, 'size');
   t.equal(a.openHandles, 1, 'open handles');
   t.equal(a.pinned, false, 'not pinned');
-  t.ok(a.stagedBytes >= 1 * MiB && a.stagedBytes <= data.length, `staged bytes (${a.stagedBytes})`);
+  // A probe of a large object stages the head of its first block (128 KiB) at least.
+  t.ok(a.stagedBytes >= 128 * 1024 && a.stagedBytes <= data.length, `staged bytes (${a.stagedBytes})`);
   t.ok(Math.abs(Date.parse(a.lastAccess) - Date.now()) < 60_000, 'lastAccess is an ISO time');
   t.ok(['partial', 'complete', 'fetching'].includes(a.state), `state ${a.state}`);
-  t.ok(report.counters.misses >= 1 && report.counters.bytesFetched >= MiB, 'misses and bytes fetched');
+  // The read is a miss, or a hit when the head the open fetched landed before it: either way, counted.
+  t.ok(report.counters.misses + report.counters.hits >= 1 && report.counters.bytesFetched >= 128 * 1024, 'the read and the bytes fetched are counted');
   t.equal(report.stagedBytes, a.stagedBytes, 'staged bytes add up');
   await file.close();
   const human = await runCli(['status', '--cache-dir', mount.cacheDir]);
